@@ -3,7 +3,8 @@
 Why not a plain Hugging Face ``CLIPTokenizerFast``: it skips OpenAI's text cleaning (ftfy, double
 html unescape), so it disagrees with OpenAI on a few percent of real captions. Here the cleaning and
 the word-splitting regex are OpenAI's; BPE merges run in the Rust ``tokenizers`` backend, batched
-over the distinct words a call has not seen before, and a word → ids cache serves the rest.
+over the distinct words a call has not seen before, and a cache of whitespace-separated chunks
+serves the rest.
 
 Speed comes from skipping work that provably changes nothing: text that is printable ASCII without
 ``&`` is left alone by ftfy and html unescaping, and on ASCII the stdlib ``re`` split below equals
@@ -88,29 +89,33 @@ class ClipTokenizer:
         self.eot_token_id = vocab[EOT]
         self._bpe = Tokenizer(models.BPE(vocab, merges, end_of_word_suffix="</w>"))
         self._bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)
-        self._seed = {SOT: [self.sot_token_id], EOT: [self.eot_token_id]}
+        self._seed = {SOT: [self.sot_token_id], EOT: [self.eot_token_id], "": []}
         self._cache: dict[str, list[int]] = dict(self._seed)
         self._lock = threading.Lock()
 
-    def _words(self, texts: Sequence[str]) -> list[list[str]]:
-        out = []
-        for i, text in enumerate(texts):
-            if not isinstance(text, str):
-                raise TypeError(f"tokenizer input {i} is {type(text).__name__}, expected str")
-            out.append(split_words(clean_text(text)))
-        return out
+    def _chunks(self, text: object, index: int) -> list[str]:
+        """Cleaned text split at whitespace. No split pattern matches across whitespace, so a text's
+        ids are its chunks' ids in order, and a chunk seen before skips both the regex and BPE."""
+        if not isinstance(text, str):
+            raise TypeError(f"tokenizer input {index} is {type(text).__name__}, expected str")
+        return text.lower().split() if _PLAIN_ASCII.fullmatch(text) else clean_text(text).split()
 
-    def _ids(self, words: list[list[str]]) -> dict[str, list[int]]:
-        """The word → ids cache, holding every word in ``words``; BPE runs once per new word."""
+    def _learn(self, chunks: list[list[str]]) -> dict[str, list[int]]:
+        """Add every new chunk in ``chunks`` to the chunk → ids cache: split each with OpenAI's
+        pattern, BPE the distinct new words in one Rust batch."""
         cache = self._cache
-        missing = {w for ws in words for w in ws if w not in cache}
+        missing = list({c for cs in chunks for c in cs if c not in cache})
         if missing:
-            new = list(missing)
-            encoded = self._bpe.encode_batch([[w] for w in new], is_pretokenized=True, add_special_tokens=False)
+            words = [split_words(c) for c in missing]
+            distinct = list({w for ws in words for w in ws})
+            encoded = self._bpe.encode_batch([[w] for w in distinct], is_pretokenized=True, add_special_tokens=False)
+            word_ids = dict(zip(distinct, (e.ids for e in encoded)))
+            word_ids.update(self._seed)
             with self._lock:
-                if len(cache) + len(new) > _CACHE_LIMIT:
+                if len(cache) + len(missing) > _CACHE_LIMIT:
                     cache = self._cache = dict(self._seed)
-                cache.update(zip(new, (e.ids for e in encoded)))
+                for chunk, ws in zip(missing, words):
+                    cache[chunk] = [i for w in ws for i in word_ids[w]]
         return cache
 
     def __call__(self, texts: str | Sequence[str], context_length: int | None = None) -> torch.Tensor:
@@ -120,22 +125,33 @@ class ClipTokenizer:
             raise TypeError(f"tokenizer expects a str or a sequence of str, got {type(texts).__name__}")
         length = context_length or self.context_length
         _check_length(length)
-        words = self._words(texts)
-        cache = self._ids(words)
-        keep = length - 2
+        keep, eot = length - 2, self.eot_token_id
         out = np.zeros((len(texts), length), dtype=np.int64)
         out[:, 0] = self.sot_token_id
-        for row, ws in zip(out, words):
-            ids = [i for w in ws for i in cache[w]][:keep]
-            row[1 : len(ids) + 1] = ids
-            row[len(ids) + 1] = self.eot_token_id
+        cache = self._cache
+        unseen: list[tuple[int, list[str]]] = []
+        for i, text in enumerate(texts):
+            chunks = self._chunks(text, i)
+            try:
+                ids = [t for c in chunks for t in cache[c]][:keep]
+            except KeyError:
+                unseen.append((i, chunks))
+                continue
+            out[i, 1 : len(ids) + 1] = ids
+            out[i, len(ids) + 1] = eot
+        if unseen:
+            cache = self._learn([cs for _, cs in unseen])
+            for i, chunks in unseen:
+                ids = [t for c in chunks for t in cache[c]][:keep]
+                out[i, 1 : len(ids) + 1] = ids
+                out[i, len(ids) + 1] = eot
         return torch.from_numpy(out)
 
     def encode(self, text: str) -> list[int]:
         """BPE ids of one text, without start/end tokens or truncation."""
-        words = self._words([text])
-        cache = self._ids(words)
-        return [i for w in words[0] for i in cache[w]]
+        chunks = self._chunks(text, 0)
+        cache = self._learn([chunks])
+        return [i for c in chunks for i in cache[c]]
 
     def decode(self, ids: Sequence[int] | torch.Tensor) -> str:
         """Text of a token sequence; start/end tokens and the padding after the end token are dropped."""

@@ -1,0 +1,25 @@
+"""What every command shares: turning library errors into one red line and exit code 1."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+
+import typer
+from rich.console import Console
+
+from ..checkpoints import CheckpointError
+from ..images import ImageError
+from ..model import ConfigError
+
+err = Console(stderr=True)
+USER_ERRORS = (CheckpointError, ConfigError, ImageError, FileNotFoundError, ValueError, TypeError)
+
+
+@contextlib.contextmanager
+def user_errors() -> Iterator[None]:
+    try:
+        yield
+    except USER_ERRORS as e:
+        err.print(f"[red]error:[/red] {e}", highlight=False, markup=True)
+        raise typer.Exit(1) from None

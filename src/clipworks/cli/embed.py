@@ -1,0 +1,78 @@
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import numpy as np
+import torch
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+from ..embed import embed_images, embed_texts
+from ..factory import create_model_and_transforms, get_tokenizer
+from ..fileio import atomic_file
+from ..images import ImageError, expand_image_paths
+from .common import err, user_errors
+
+out = Console()
+
+
+def _progress() -> Progress:
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                    console=err, transient=False)
+
+
+def _save(path: Path, array: np.ndarray) -> None:
+    with atomic_file(path) as tmp:
+        with open(tmp, "wb") as f:
+            np.save(f, array)
+
+
+def embed(
+    inputs: Annotated[list[str] | None, typer.Argument(help="Image files and/or directories.")] = None,
+    model: Annotated[str, typer.Option(help="Config name or checkpoint path.")] = "ViT-B-32",
+    checkpoint: Annotated[str | None, typer.Option(help="Weights to load into the --model config.")] = None,
+    text: Annotated[Path | None, typer.Option(help="Embed the captions in this file, one per line.")] = None,
+    out_path: Annotated[Path, typer.Option("--out", help="Output .npy file (float32, one row per input).")] = Path("embeddings.npy"),
+    batch_size: Annotated[int, typer.Option(min=1)] = 64,
+    device: Annotated[str, typer.Option()] = "cpu",
+    normalize: Annotated[bool, typer.Option(help="L2-normalise the embeddings.")] = True,
+    strict: Annotated[bool, typer.Option(help="Stop at the first unreadable image instead of skipping it.")] = False,
+    workers: Annotated[int, typer.Option(min=1, help="Image decoding threads.")] = 2,
+) -> None:
+    """Embed images (or captions with --text) into a .npy; row order is written to OUT.paths.txt."""
+    with user_errors():
+        if not inputs and text is None:
+            raise ValueError("give image files/directories, or --text FILE")
+        if inputs and text is not None:
+            raise ValueError("embed images or --text captions, not both in one run")
+        clip, preprocess = create_model_and_transforms(model, checkpoint=checkpoint, device=device)
+        torch.set_grad_enabled(False)
+        listing = out_path.with_suffix(".paths.txt")
+        if text is not None:
+            if not text.is_file():
+                raise FileNotFoundError(f"--text {text}: no such file")
+            captions = text.read_text(encoding="utf-8").splitlines()
+            with _progress() as bar:
+                task = bar.add_task("captions", total=len(captions))
+                features = embed_texts(clip, get_tokenizer(clip.config), captions, batch_size,
+                                       normalize, progress=lambda n: bar.advance(task, n))
+            _save(out_path, features)
+            out.print(f"embedded {len(captions)} captions → {out_path} {features.shape}")
+            return
+        paths = expand_image_paths(inputs or [])
+        if not paths:
+            raise ImageError(f"no image files found in {', '.join(inputs or [])}")
+        with _progress() as bar:
+            task = bar.add_task("images", total=len(paths))
+            result = embed_images(clip, preprocess, paths, batch_size, normalize, strict, workers,
+                                  progress=lambda n: bar.advance(task, n))
+        _save(out_path, result.features)
+        with atomic_file(listing) as tmp:
+            tmp.write_text("".join(f"{p}\n" for p in result.paths), encoding="utf-8")
+        out.print(f"embedded {len(result.paths)} images → {out_path} {result.features.shape}; row order in {listing}")
+        if result.failures:
+            err.print(f"[yellow]skipped {len(result.failures)} unreadable file(s):[/yellow]")
+            for _, reason in result.failures:
+                err.print(f"  {reason}", highlight=False, markup=False)

@@ -1,0 +1,46 @@
+"""Image files in, PIL images out — with errors that name the file, and directory expansion."""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Iterable
+from pathlib import Path
+
+from PIL import Image, UnidentifiedImageError
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff", ".ppm", ".pgm"}
+
+
+class ImageError(ValueError):
+    """An image file is missing, empty, truncated, or not an image."""
+
+
+def load_image(path: str | Path) -> Image.Image:
+    """Decode the whole file now (PIL is lazy), so a truncated file fails here, naming itself."""
+    path = Path(path)
+    if path.is_dir():
+        raise ImageError(f"{path} is a directory, not an image file")
+    if not path.exists():
+        raise ImageError(f"{path}: no such file")
+    if path.stat().st_size == 0:
+        raise ImageError(f"{path} is empty (0 bytes)")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = Image.open(path)
+            image.load()
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombWarning) as e:
+        raise ImageError(f"{path} cannot be read as an image: {e}") from e
+    return image
+
+
+def expand_image_paths(inputs: Iterable[str | Path]) -> list[Path]:
+    """Files as given; directories replaced by the image files under them, sorted for a stable order."""
+    out: list[Path] = []
+    for item in inputs:
+        p = Path(item)
+        if p.is_dir():
+            out.extend(sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES))
+        else:
+            out.append(p)
+    return out
