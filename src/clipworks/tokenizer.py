@@ -121,7 +121,7 @@ class ClipTokenizer:
     def __call__(self, texts: str | Sequence[str], context_length: int | None = None) -> torch.Tensor:
         if isinstance(texts, str):
             texts = [texts]
-        elif not isinstance(texts, Sequence):
+        elif not isinstance(texts, Sequence) or isinstance(texts, (bytes, bytearray)):
             raise TypeError(f"tokenizer expects a str or a sequence of str, got {type(texts).__name__}")
         length = context_length or self.context_length
         _check_length(length)

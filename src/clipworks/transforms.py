@@ -27,7 +27,7 @@ def to_rgb(image: Image.Image) -> Image.Image:
         a = np.asarray(image, dtype=np.float64)
         lo, hi = (0.0, 65535.0) if image.mode.startswith("I;16") else (float(a.min()), float(a.max()))
         a = np.clip((a - lo) / max(hi - lo, 1e-12) * 255.0 + 0.5, 0, 255).astype(np.uint8)
-        return Image.fromarray(a, mode="L").convert("RGB")
+        return Image.fromarray(a).convert("RGB")
     return image.convert("RGB")
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pickle
+import warnings
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -36,7 +37,9 @@ def read_file(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
         if path.suffix == ".safetensors":
             return load_file(str(path)), meta
         if is_torchscript(path):
-            sd = torch.jit.load(str(path), map_location="cpu").state_dict()
+            with warnings.catch_warnings():  # torch deprecates TorchScript; OpenAI's weights still ship as it
+                warnings.simplefilter("ignore", FutureWarning)
+                sd = torch.jit.load(str(path), map_location="cpu").state_dict()
             meta["torchscript"] = True
             return {k: v for k, v in sd.items() if k not in _OPENAI_JIT_EXTRAS}, meta
         obj = torch.load(str(path), map_location="cpu", weights_only=True)

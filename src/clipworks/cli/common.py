@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 
+import rich.markup
 import typer
 from rich.console import Console
 
@@ -21,5 +22,5 @@ def user_errors() -> Iterator[None]:
     try:
         yield
     except USER_ERRORS as e:
-        err.print(f"[red]error:[/red] {e}", highlight=False, markup=True)
+        err.print(f"[red]error:[/red] {rich.markup.escape(str(e))}", highlight=False, soft_wrap=True)
         raise typer.Exit(1) from None

@@ -75,4 +75,4 @@ def embed(
         if result.failures:
             err.print(f"[yellow]skipped {len(result.failures)} unreadable file(s):[/yellow]")
             for _, reason in result.failures:
-                err.print(f"  {reason}", highlight=False, markup=False)
+                err.print(f"  {reason}", highlight=False, markup=False, soft_wrap=True)

@@ -1,0 +1,47 @@
+"""Fixtures build what the tests need in code: tiny models, real photos from scikit-image, bad files."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+torch.set_num_threads(min(2, os.cpu_count() or 1))
+
+PHOTOS = ["astronaut", "coffee", "chelsea", "rocket", "camera", "hubble_deep_field", "immunohistochemistry", "horse", "page"]
+
+
+def photo(name: str) -> Image.Image:
+    import skimage.data
+
+    a = getattr(skimage.data, name)()
+    if a.dtype != np.uint8:
+        a = (a * 255).astype(np.uint8)
+    return Image.fromarray(a)
+
+
+@pytest.fixture(scope="session")
+def photos() -> dict[str, Image.Image]:
+    return {n: photo(n) for n in PHOTOS}
+
+
+@pytest.fixture()
+def image_dir(tmp_path: Path) -> Path:
+    """Three good images, a truncated JPEG, a zero-byte file, a text file named .png, and a subdirectory."""
+    d = tmp_path / "images"
+    d.mkdir()
+    for i, name in enumerate(["astronaut", "coffee", "chelsea"]):
+        photo(name).resize((96, 64)).save(d / f"{i}_{name}.jpg")
+    full = (d / "0_astronaut.jpg").read_bytes()
+    (d / "truncated.jpg").write_bytes(full[: len(full) // 3])
+    (d / "empty.png").write_bytes(b"")
+    (d / "notes.png").write_text("not an image")
+    (d / "sub").mkdir()
+    photo("rocket").resize((64, 64)).save(d / "sub" / "rocket.png")
+    return d
