@@ -153,7 +153,7 @@ def test_resnet_has_no_hf_form_and_nothing_is_written(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
-@pytest.mark.parametrize("content", [b"", os.urandom(4096), b"PK\x03\x04 truncated zip"])
+@pytest.mark.parametrize("content", [b"", b"PK\x03\x04 truncated zip", b"\x80\x02}q\x00(X"] + [os.urandom(n) for n in (16, 4096, 65536)] * 4)
 def test_unreadable_files_name_the_file(tmp_path, content):
     path = tmp_path / "weights.pt"
     path.write_bytes(content)
