@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import random
 from pathlib import Path
 
 import pytest
@@ -153,7 +154,7 @@ def test_resnet_has_no_hf_form_and_nothing_is_written(tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
-@pytest.mark.parametrize("content", [b"", b"PK\x03\x04 truncated zip", b"\x80\x02}q\x00(X"] + [os.urandom(n) for n in (16, 4096, 65536)] * 4)
+@pytest.mark.parametrize("content", [b"", b"PK\x03\x04 truncated zip", b"\x80\x02}q\x00(X"] + [random.Random(seed).randbytes(n) for seed in range(4) for n in (16, 4096, 65536)])
 def test_unreadable_files_name_the_file(tmp_path, content):
     path = tmp_path / "weights.pt"
     path.write_bytes(content)

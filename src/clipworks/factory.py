@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 import torch
 
@@ -11,7 +12,7 @@ from .model import Clip, ClipConfig, get_model_config
 from .tokenizer import ClipTokenizer, _shared_tokenizer
 from .transforms import ImageTransform, image_transform
 
-Precision = str  # "fp32" | "bf16" | "fp16"
+Precision = Literal["fp32", "bf16", "fp16"]
 _DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
