@@ -8,6 +8,7 @@ from typing import Literal
 import torch
 
 from .checkpoints import load_checkpoint
+from .hf_tokenizer import HFTokenizer, shared_hf_tokenizer, tokenizer_dir
 from .model import Clip, ClipConfig, get_model_config
 from .tokenizer import ClipTokenizer, _shared_tokenizer
 from .transforms import ImageTransform, image_transform
@@ -54,14 +55,20 @@ def create_model_and_transforms(
     return model, image_transform(model.image_size)
 
 
-def get_tokenizer(name: str | ClipConfig | None = None) -> ClipTokenizer:
-    """The CLIP tokenizer, with the context length of model ``name`` (77 when not given)."""
+def get_tokenizer(name: str | ClipConfig | None = None) -> ClipTokenizer | HFTokenizer:
+    """The tokenizer of model ``name`` at its context length: CLIP's BPE (77 tokens when no model is
+    given), or for a Hugging Face text tower the tokenizer.json of its directory."""
     if name is None:
         return _shared_tokenizer(77)
     if isinstance(name, ClipConfig):
-        return _shared_tokenizer(name.text_cfg.context_length)
-    if _is_path(name):
+        config = name
+    elif _is_path(name):
         from .checkpoints import load_state
 
-        return _shared_tokenizer(load_state(name)[0].text_cfg.context_length)
-    return _shared_tokenizer(get_model_config(name).text_cfg.context_length)
+        config = load_state(name)[0]
+    else:
+        config = get_model_config(name)
+    text = config.text_cfg
+    if text.is_hf:
+        return shared_hf_tokenizer(str(tokenizer_dir(text)), text.context_length)
+    return _shared_tokenizer(text.context_length)

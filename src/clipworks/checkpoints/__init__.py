@@ -15,14 +15,16 @@ open_clip   state dict, {"state_dict": …}, module. prefix, .safetensors  yes  
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 from typing import Any, Literal
 
 import torch
 from safetensors.torch import load_file, save_file
 
+from ..hf_tokenizer import TOKENIZER_FILES, tokenizer_dir
 from ..model import Clip, ClipConfig
-from ..model.config import ConfigError, get_model_config, load_config_file
+from ..model.config import ConfigError, TextConfig, get_model_config, load_config_file
 from . import hf, openai
 from .errors import CheckpointError
 from .reader import read_file
@@ -88,7 +90,10 @@ def load_state(path: str | Path, config: str | Path | ClipConfig | None = None) 
         meta = json.loads((path / "config.json").read_text())
         if meta[NATIVE_MARKER] > NATIVE_VERSION:
             raise CheckpointError(f"{path} is clipworks format {meta[NATIVE_MARKER]}; this version reads up to {NATIVE_VERSION}")
-        cfg = cfg or ClipConfig.from_dict(meta["model"], where=str(path / "config.json"))
+        if cfg is None:
+            cfg = ClipConfig.from_dict(meta["model"], where=str(path / "config.json"))
+            if cfg.text_cfg.is_hf and (path / "tokenizer.json").is_file():
+                cfg.text_cfg.hf_tokenizer_name = str(path.resolve())  # the tokenizer travels with the weights
         return cfg, _read_weights(path, ("model.safetensors",)), "native"
     if kind == "hf":
         hf_cfg = json.loads((path / "config.json").read_text())
@@ -150,9 +155,12 @@ def save_pretrained(model: Clip, directory: str | Path, format: Format = "native
     state = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in model.state_dict().items()
              if not k.endswith("num_batches_tracked")}
     if format == "native":
+        tokenizer_files = _hf_tokenizer_files(model.config.text_cfg) if model.config.text_cfg.is_hf else []
         with atomic_dir(directory) as tmp:
             (tmp / "config.json").write_text(json.dumps({NATIVE_MARKER: NATIVE_VERSION, "model": model.config.to_dict()}, indent=2))
             save_file(state, str(tmp / "model.safetensors"), metadata={"format": "pt"})
+            for f in tokenizer_files:
+                shutil.copyfile(f, tmp / f.name)
     elif format == "hf":
         hf_config = hf.config_to_hf(model.config)
         hf_state = hf.from_native(state)
@@ -163,6 +171,17 @@ def save_pretrained(model: Clip, directory: str | Path, format: Format = "native
     else:
         raise ValueError(f"unknown format {format!r}; expected 'native' or 'hf'")
     return directory
+
+
+def _hf_tokenizer_files(text_cfg: TextConfig) -> list[Path]:
+    """A Hugging Face text tower's tokenizer files, saved with the model so it tokenizes without them."""
+    source = tokenizer_dir(text_cfg)
+    if not (source / "tokenizer.json").is_file():
+        raise CheckpointError(
+            f"cannot save: the text tower's tokenizer {source / 'tokenizer.json'} is missing, "
+            "and a saved model without it could not tokenize"
+        )
+    return [source / name for name in TOKENIZER_FILES if (source / name).is_file()]
 
 
 def _write_hf_processor_files(directory: Path, config: ClipConfig) -> None:

@@ -138,6 +138,11 @@ def config_from_hf(hf: dict[str, Any], source: str) -> ClipConfig:
 
 def config_to_hf(config: ClipConfig) -> dict[str, Any]:
     v, t = config.vision_cfg, config.text_cfg
+    if t.is_hf:
+        raise CheckpointError(
+            f"a Hugging Face text tower ({t.hf_model_name}) has no CLIPModel form, whose text model is "
+            "CLIP's own transformer; export it as native instead"
+        )
     if v.is_resnet:
         raise CheckpointError("a ResNet image tower has no Hugging Face CLIPModel form; export it as native instead")
     act = "quick_gelu" if config.quick_gelu else "gelu"

@@ -5,11 +5,19 @@ from __future__ import annotations
 import typer
 
 from . import embed, models
+from . import data
+from . import interpolate, plot
+from . import train
 
-app = typer.Typer(no_args_is_help=True, add_completion=False, help="CLIP models: inspect, convert, embed.")
+app = typer.Typer(no_args_is_help=True, add_completion=False, help="CLIP models: train, evaluate, inspect, convert, embed.")
 app.command("info")(models.info)
 app.command("convert")(models.convert)
 app.command("embed")(embed.embed)
+app.command("data")(data.data)
+app.command("plot")(plot.plot)
+app.command("interpolate")(interpolate.interpolate)
+app.command("train")(train.train)
+app.command("demo")(train.demo)
 
 
 def main() -> None:

@@ -10,11 +10,12 @@ import typer
 from rich.console import Console
 
 from ..checkpoints import CheckpointError
+from ..data import DataError
 from ..images import ImageError
 from ..model import ConfigError
 
 err = Console(stderr=True)
-USER_ERRORS = (CheckpointError, ConfigError, ImageError, FileNotFoundError, ValueError, TypeError)
+USER_ERRORS = (CheckpointError, ConfigError, DataError, ImageError, FileNotFoundError, ValueError, TypeError)
 
 
 @contextlib.contextmanager

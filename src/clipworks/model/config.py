@@ -73,9 +73,20 @@ class VisionConfig:
         return (self.width * 32 if self.is_resnet else self.width) // self.head_width
 
 
+HF_POOLERS = ("mean", "cls", "max")
+HF_PROJECTIONS = ("linear", "mlp")
+# open_clip spells the poolers this way; its config files use these values.
+_OPEN_CLIP_POOLERS = {"mean_pooler": "mean", "cls_pooler": "cls", "max_pooler": "max"}
+
+
 @dataclass
 class TextConfig:
-    """Causal text transformer pooled at the end-of-text token."""
+    """Causal text transformer pooled at the end-of-text token — or, with ``hf_model_name``, a Hugging
+    Face encoder read from that local directory (then width/heads/layers/vocab_size are unused).
+
+    ``hf_config`` holds the encoder's config.json: when set, the encoder is built from it with random
+    weights that a checkpoint then fills, so a saved model loads without the original directory.
+    """
 
     context_length: int = 77
     vocab_size: int = 49408
@@ -84,10 +95,26 @@ class TextConfig:
     layers: int = 12
     mlp_ratio: float = 4.0
     ls_init_value: float | None = None
+    hf_model_name: str | None = None
+    hf_tokenizer_name: str | None = None
+    hf_pooler_type: str = "mean"
+    hf_proj_type: str = "linear"
+    hf_config: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         if self.width % self.heads:
             raise ConfigError(f"text_cfg.width ({self.width}) must be a multiple of heads ({self.heads})")
+        self.hf_pooler_type = _OPEN_CLIP_POOLERS.get(self.hf_pooler_type, self.hf_pooler_type)
+        if self.hf_pooler_type not in HF_POOLERS:
+            raise ConfigError(f"text_cfg.hf_pooler_type must be one of {HF_POOLERS}, got {self.hf_pooler_type!r}")
+        if self.hf_proj_type not in HF_PROJECTIONS:
+            raise ConfigError(f"text_cfg.hf_proj_type must be one of {HF_PROJECTIONS}, got {self.hf_proj_type!r}")
+        if self.hf_config is not None and self.hf_model_name is None:
+            raise ConfigError("text_cfg.hf_config is set but hf_model_name is not; the directory names the tower")
+
+    @property
+    def is_hf(self) -> bool:
+        return self.hf_model_name is not None
 
 
 @dataclass
@@ -116,12 +143,18 @@ class ClipConfig:
         out = dataclasses.asdict(self)
         if isinstance(out["vision_cfg"]["layers"], tuple):
             out["vision_cfg"]["layers"] = list(out["vision_cfg"]["layers"])
+        if not self.text_cfg.is_hf:  # a native tower's config stays in open_clip's schema, as before
+            out["text_cfg"] = {k: v for k, v in out["text_cfg"].items() if not k.startswith("hf_")}
         return out
 
     def diff(self, other: ClipConfig) -> list[str]:
         """Dotted names of the fields that differ, for 'refused: configs differ in …' messages."""
         a, b = _flatten(self.to_dict()), _flatten(other.to_dict())
-        return sorted(k for k in a.keys() | b.keys() if a.get(k) != b.get(k))
+        keys = a.keys() | b.keys()
+        if self.text_cfg.hf_config is not None and other.text_cfg.hf_config is not None:
+            # With the encoder's config embedded, where its files lie is provenance, not architecture.
+            keys -= {"text_cfg.hf_model_name", "text_cfg.hf_tokenizer_name"}
+        return sorted(k for k in keys if a.get(k) != b.get(k))
 
 
 def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:

@@ -30,6 +30,11 @@ class TextTransformer(nn.Module):
         ``token_layer`` (-1 last, -2 penultimate), passed through ``ln_final`` when ``token_norm``."""
         if tokens.shape[-1] > self.context_length:
             raise ValueError(f"token sequence length {tokens.shape[-1]} exceeds context_length {self.context_length}")
+        if not return_tokens:
+            # Causal attention: columns after the last end-of-text token cannot change the pooled output,
+            # so all-padding tail columns are dropped (a 10-token caption no longer pays for 77).
+            used = int(tokens.argmax(dim=-1).max()) + 1 if tokens.numel() else tokens.shape[-1]
+            tokens = tokens[:, :used]
         n = tokens.shape[-1]
         x = self.token_embedding(tokens) + self.positional_embedding[:n].to(self.token_embedding.weight.dtype)
         if return_tokens:

