@@ -46,7 +46,7 @@ def test_forward_contract(name):
         model.logit_scale.fill_(10.0)
     assert model(images, tokens)[2].item() == 100.0  # clamped in use
     feats, states = model.encode_text(tokens, return_tokens=True)
-    assert states.shape == (3, 77, 128) and torch.allclose(feats, model.encode_text(tokens))
+    assert states.shape == (3, 77, 128) and torch.allclose(feats, model.encode_text(tokens), atol=1e-5)
 
 
 def test_text_pooling_is_at_end_token_and_causal():

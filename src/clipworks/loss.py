@@ -103,6 +103,11 @@ def _positive_tiles(row_ids: Tensor, col_ids: Tensor, tile: int) -> list[list[bo
     return torch.stack(per_row_block).tolist()
 
 
+def _pairs(row_ids: Tensor, col_ids: Tensor, rows: slice, cols: slice) -> tuple[Tensor, Tensor]:
+    """Tile coordinates of the positive pairs (equal ids) in the tile ``rows × cols``."""
+    return torch.nonzero(row_ids[rows, None] == col_ids[None, cols], as_tuple=True)
+
+
 def _merge_lse(m: Tensor, s: Tensor, logits: Tensor, dim: int) -> tuple[Tensor, Tensor]:
     """Fold a tile into a running (max, Σ exp(logit − max)) along ``dim``."""
     new = torch.maximum(m, logits.amax(dim))
@@ -135,23 +140,24 @@ class _TiledSoftmaxLoss(torch.autograd.Function):
         tile: int, w_row: float, w_col: float, want_grad: bool,
     ) -> Tensor:
         xs = x * scale
-        rows, cols = _blocks(x.shape[0], tile), _blocks(y.shape[0], tile)
+        n, m = x.shape[0], y.shape[0]
+        rows, cols = _blocks(n, tile), _blocks(m, tile)
         positive = _positive_tiles(row_ids, col_ids, tile)
         a, b = _target_weights(row_ids, col_ids, w_row, w_col, x.dtype)
-        max_rows, sum_rows, pos_rows = x.new_empty(x.shape[0]), x.new_empty(x.shape[0]), x.new_zeros(x.shape[0])
-        max_cols, sum_cols, pos_cols = y.new_full((y.shape[0],), -math.inf), y.new_zeros(y.shape[0]), y.new_zeros(y.shape[0])
+        max_rows, sum_rows, pos_rows = x.new_empty(n), x.new_empty(n), x.new_zeros(n)
+        max_cols, sum_cols, pos_cols = y.new_full((m,), -math.inf), y.new_zeros(m), y.new_zeros(m)
         for bi, I in enumerate(rows):
-            m, s = x.new_full((I.stop - I.start,), -math.inf), x.new_zeros(I.stop - I.start)
+            run_max, run_sum = x.new_full((I.stop - I.start,), -math.inf), x.new_zeros(I.stop - I.start)
             for bj, J in enumerate(cols):
                 logits = xs[I] @ y[J].T
-                m, s = _merge_lse(m, s, logits, 1)
+                run_max, run_sum = _merge_lse(run_max, run_sum, logits, 1)
                 if w_col:
                     max_cols[J], sum_cols[J] = _merge_lse(max_cols[J], sum_cols[J], logits, 0)
                 if positive[bi][bj]:
-                    on_positives = torch.where(row_ids[I, None] == col_ids[None, J], logits, 0.0)
-                    pos_rows[I] += on_positives.sum(1)
-                    pos_cols[J] += on_positives.sum(0)
-            max_rows[I], sum_rows[I] = m, s
+                    i, j = _pairs(row_ids, col_ids, I, J)
+                    pos_rows.index_add_(0, i + I.start, logits[i, j])
+                    pos_cols.index_add_(0, j + J.start, logits[i, j])
+            max_rows[I], sum_rows[I] = run_max, run_sum
         # Per row and column first (the log-softmax of the positives), then the sum, as the dense form does.
         value = (w_row * (max_rows + sum_rows.log()) - a * pos_rows).sum()
         if w_col:
@@ -169,7 +175,8 @@ class _TiledSoftmaxLoss(torch.autograd.Function):
                 if k_cols is not None:
                     g.addcmul_(logits.sub_(max_cols[None, J]).exp_(), k_cols[None, J])
                 if positive[bi][bj]:
-                    g -= torch.where(row_ids[I, None] == col_ids[None, J], a[I, None] + b[None, J], 0.0)
+                    i, j = _pairs(row_ids, col_ids, I, J)
+                    g[i, j] -= a[i + I.start] + b[j + J.start]
                 g_y[I].addmm_(g, y[J])
                 gy[J].addmm_(g.T, xs[I])
         ctx.save_for_backward(g_y * scale, gy, (g_y * x).sum(), None if bias is None else torch.zeros_like(bias))
@@ -199,13 +206,16 @@ class _TiledSigmoidLoss(torch.autograd.Function):
             g_y, gy, gb_rows = torch.zeros_like(x), torch.zeros_like(y), x.new_zeros(x.shape[0])
         for bi, I in enumerate(_blocks(x.shape[0], tile)):
             for bj, J in enumerate(_blocks(y.shape[0], tile)):
-                logits = torch.addmm(bias, xs[I], y[J].T)
                 # −log σ(z·L) = softplus(u) with u = −z·L: u = L off the positives, −L on them.
-                eq = row_ids[I, None] == col_ids[None, J] if positive[bi][bj] else None
-                u = logits if eq is None else torch.where(eq, -logits, logits)
+                u = torch.addmm(bias, xs[I], y[J].T)
+                pairs = _pairs(row_ids, col_ids, I, J) if positive[bi][bj] else None
+                if pairs is not None:
+                    u[pairs] = -u[pairs]
                 row_sums[I] += F.softplus(u).sum(1)
                 if want_grad:
-                    g = u.sigmoid_() if eq is None else torch.where(eq, -u.sigmoid(), u.sigmoid())
+                    g = u.sigmoid_()  # ∂softplus(u)/∂L = σ(u)·∂u/∂L, and ∂u/∂L = −1 on the positives
+                    if pairs is not None:
+                        g[pairs] = -g[pairs]
                     gb_rows[I] += g.sum(1)
                     g_y[I].addmm_(g, y[J])
                     gy[J].addmm_(g.T, xs[I])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -65,6 +66,8 @@ def train(
         values.update(_parse_sets(sets or []))
         cfg = TrainConfig.from_dict(values, where=str(config) if config else "flags")
         result = run_training(cfg)
+    if int(os.environ.get("RANK", "0")) != 0:
+        return  # under torchrun, rank 0 reports for everyone
     out.print(f"trained {result.steps} steps in {result.train_seconds:.0f} s ({result.samples_per_s:.0f} samples/s); "
               f"checkpoint {result.final_checkpoint}", highlight=False, soft_wrap=True)
     if result.zeroshot is not None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -13,16 +14,22 @@ from PIL import Image
 from .pairs import DataError, Pair
 
 DEFAULT_DIR = Path("/usr/share/datasets/fashion-mnist")
+ENV_VAR = "CLIPWORKS_FASHION_MNIST"  # another folder for the name 'fashion-mnist' (the demo, tests)
 FASHION_MNIST_CLASSES = ("t-shirt/top", "trouser", "pullover", "dress", "coat",
                          "sandal", "shirt", "sneaker", "bag", "ankle boot")
 FASHION_MNIST_TEMPLATES = ("a photo of a {}.", "a black and white photo of a {}.", "a low resolution photo of a {}.",
                            "a picture of a {}.", "a photo of the {}.")
 HOW_TO_GET = ("install them with `sudo apt-get install dataset-fashion-mnist` (the files land in "
-              f"{DEFAULT_DIR}), or pass a directory holding the IDX files "
+              f"{DEFAULT_DIR}), or pass a directory holding the IDX files (or name it in ${ENV_VAR}) "
               "(train-images-idx3-ubyte.gz, train-labels-idx1-ubyte.gz, t10k-images-idx3-ubyte.gz, "
               "t10k-labels-idx1-ubyte.gz; gzipped or not)")
 _PREFIX = {"train": "train", "test": "t10k"}
 _IDX_DTYPE = {0x08: np.uint8}
+
+
+def default_dir() -> Path:
+    """Where 'fashion-mnist' is read from: ``$CLIPWORKS_FASHION_MNIST`` when set, else Debian's folder."""
+    return Path(os.environ.get(ENV_VAR) or DEFAULT_DIR)
 
 
 def idx_file(folder: Path, split: str, kind: str) -> Path | None:
@@ -61,7 +68,7 @@ class FashionMNIST:
     """
 
     def __init__(self, folder: str | Path | None = None, split: str = "train", templates: Sequence[str] | None = None):
-        self.folder = Path(folder) if folder is not None else DEFAULT_DIR
+        self.folder = Path(folder) if folder is not None else default_dir()
         if split not in _PREFIX:
             raise DataError(f"fashion-mnist: split must be 'train' or 'test', got {split!r}")
         self.split = split

@@ -51,8 +51,9 @@ def grad_cache_step(
             states.append(_rng_states(device))
             with autocast():
                 out = inner(images, tokens)
-            image_cache.append(out[0].float())
-            text_cache.append(out[1].float())
+            # float32 at least (bf16 autocast outputs), float64 kept: the loss sums B² terms
+            image_cache.append(out[0].to(torch.promote_types(out[0].dtype, torch.float32)))
+            text_cache.append(out[1].to(torch.promote_types(out[1].dtype, torch.float32)))
     after_pass_one = _rng_states(device)
 
     # The loss sees the temperature through leaf copies: their gradients are added after pass 3, so the
@@ -74,11 +75,14 @@ def grad_cache_step(
         with sync:
             with autocast():
                 out = model(images, tokens)
-            # Every output joins the backward (extra ones with zero gradient) so DDP sees all parameters used.
+            # Every output joins the backward (extra ones with zero gradient) so DDP sees all parameters used;
+            # a locked tower's features (LiT) have no graph and stay out.
             outputs = [out[0], out[1], *out[2:]]
             grads = [image_grads[k].to(out[0].dtype), text_grads[k].to(out[1].dtype)]
             grads += [torch.zeros_like(t) for t in out[2:]]
-            torch.autograd.backward(outputs, grads)
+            live = [(o, g) for o, g in zip(outputs, grads) if o.requires_grad]
+            if live:
+                torch.autograd.backward([o for o, _ in live], [g for _, g in live])
     _set_rng_states(after_pass_one, device)
 
     for param, leaf in ((inner.logit_scale, scale_leaf), (bias_param, bias_leaf)):

@@ -30,9 +30,10 @@ from ..model import Clip, ClipConfig, ConfigError, get_model_config
 from ..model.config import load_config_file
 from ..transforms import image_transform
 from .accumulate import grad_cache_step
-from .checkpoint import Position, load_training_checkpoint, resolve_resume, save_training_checkpoint, set_rng_state
+from .checkpoint import (Position, checkpoint_dirs, load_training_checkpoint, resolve_resume,
+                         save_training_checkpoint, set_rng_state)
 from .config import TrainConfig
-from .distributed import DistEnv, all_reduce_mean, barrier, cleanup, init_distributed, is_main
+from .distributed import DistEnv, all_reduce_mean, barrier, broadcast_object, cleanup, init_distributed, is_main
 from .metrics import MetricsLogger
 from .optim import build_optimizer, lr_factor, set_lr
 from .progress import TrainProgress
@@ -194,6 +195,13 @@ class _Run:
         self.run_dir = Path(cfg.out)
         if self.main:
             check_run_dir(self.run_dir)
+            earlier = checkpoint_dirs(self.run_dir)
+            if earlier and not cfg.resume:
+                # A fresh run here would mix with them: keep_last prunes by step number (so its own checkpoints
+                # could go first), and rollback or a later 'latest' would pick the other run's weights.
+                raise ConfigError(f"run directory {self.run_dir} already holds checkpoints of an earlier run (latest "
+                                  f"{earlier[-1].name}); continue it with resume='latest' (--resume latest) or "
+                                  "choose another out directory")
         torch.manual_seed(cfg.seed)
         self.model = build_model(cfg).to(env.device)
         self.model.train()
@@ -231,6 +239,7 @@ class _Run:
         self.optimizer.load_state_dict(state["optimizer"])
         self.position = Position(**state["position"])
         self.guard.load(state["guard"])
+        self.loader.skipped_total = state.get("skipped_images", 0)  # the run's count, not this process's
         set_rng_state(state["rng"])
 
     def _save(self) -> Path | None:
@@ -289,7 +298,9 @@ class _Run:
             before = zeroshot_eval(self.model, self.val_source, self.templates, None, cfg.seed, env.device)
         if self.main:
             (self.run_dir / "train_config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
-        if self.position.step == 0 and not (self.run_dir / "checkpoints").exists():
+        # Decided on rank 0 for all: every rank must enter _save's barrier, or none.
+        first = self.position.step == 0 and not checkpoint_dirs(self.run_dir) if self.main else None
+        if broadcast_object(first, env):
             self._save()  # the guard's rollback target before any step
         logger = MetricsLogger(self.run_dir, tensorboard=cfg.tensorboard, purge_step=self.position.step or None) if self.main else None
         progress = TrainProgress(self.total_steps, self.position.step, enabled=self.main and cfg.progress)
@@ -339,9 +350,9 @@ class _Run:
                            rollbacks=self.guard.rollbacks, skipped_images=self.loader.skipped_total,
                            train_seconds=train_seconds, samples_per_s=samples / max(train_seconds, 1e-9),
                            warnings=self.warnings)
-        if self.main and self.val_source is not None:
-            result.zeroshot = self._eval(logger, None)
-            if before is not None and cfg.reference_max_drop is not None:
+        if self.val_source is not None:
+            result.zeroshot = self._eval(logger, None)  # every rank enters: the evaluation ends in a barrier
+            if before is not None and result.zeroshot is not None and cfg.reference_max_drop is not None:
                 message = zeroshot.check_regression(before, result.zeroshot, cfg.reference_max_drop)
                 if message:
                     warnings.warn(message, stacklevel=2)
@@ -354,7 +365,9 @@ class _Run:
 
     def _log(self, logger: MetricsLogger | None, progress: TrainProgress, window: dict, grad_norm: torch.Tensor) -> None:
         elapsed = max(time.perf_counter() - window["t0"], 1e-9)
-        loss = all_reduce_mean(torch.tensor(window["loss"] / max(window["n"], 1)), self.env).item()
+        # a window of skipped (non-finite) steps only has no loss: NaN, logged as null, never a fake 0
+        mean = window["loss"] / window["n"] if window["n"] else math.nan
+        loss = all_reduce_mean(torch.tensor(mean), self.env).item()
         values = {
             "loss": loss,
             "lr": self.optimizer.param_groups[0]["lr"],

@@ -12,7 +12,8 @@ from torch import nn
 
 from .config import TrainConfig
 
-_NO_DECAY_NAMES = ("logit_scale", "logit_bias", "positional_embedding", "class_embedding", "token_embedding")
+# "embeddings": a Hugging Face text tower's word/position/token-type embedding tables.
+_NO_DECAY_NAMES = ("logit_scale", "logit_bias", "positional_embedding", "class_embedding", "token_embedding", "embeddings")
 
 
 def _exempt_from_decay(name: str, p: torch.Tensor) -> bool:
