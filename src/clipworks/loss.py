@@ -40,7 +40,7 @@ from torch.autograd.function import once_differentiable
 
 # Measured with bench/loss_memory.py (d=512, B=16384, 2-core CPU): within a few % of the fastest tile there,
 # and a t×t fp32 tile of 4 MiB keeps the loss's own memory far below the features' gradients.
-DEFAULT_TILE_SIZE = 1024
+DEFAULT_TILE_SIZE = 4096
 
 
 def _world() -> tuple[int, int]:
@@ -179,7 +179,8 @@ class _TiledSoftmaxLoss(torch.autograd.Function):
                     g[i, j] -= a[i + I.start] + b[j + J.start]
                 g_y[I].addmm_(g, y[J])
                 gy[J].addmm_(g.T, xs[I])
-        ctx.save_for_backward(g_y * scale, gy, (g_y * x).sum(), None if bias is None else torch.zeros_like(bias))
+        gs = (g_y * x).sum()
+        ctx.save_for_backward(g_y.mul_(scale), gy, gs, None if bias is None else torch.zeros_like(bias))
         return value
 
     @staticmethod
@@ -220,7 +221,8 @@ class _TiledSigmoidLoss(torch.autograd.Function):
                     g_y[I].addmm_(g, y[J])
                     gy[J].addmm_(g.T, xs[I])
         if want_grad:
-            ctx.save_for_backward(g_y * scale, gy, (g_y * x).sum(), gb_rows.sum())
+            gs = (g_y * x).sum()
+            ctx.save_for_backward(g_y.mul_(scale), gy, gs, gb_rows.sum())
         return row_sums.sum()
 
     @staticmethod
