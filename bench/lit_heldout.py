@@ -22,7 +22,7 @@ through a frozen text space can use; and the pair crosses the footwear / upper-b
 2-way question is one the image tower can answer by analogy. ``--heldout sneaker,bag`` is the harder
 pair (a bag has no seen sibling) and is reported when asked for.
 
-    python bench/lit_heldout.py [--heldout sneaker,shirt] [--epochs 2] [--out DIR]
+    python bench/lit_heldout.py [--heldout sneaker,shirt] [--epochs 1] [--out DIR]
     python bench/lit_heldout.py --quick            # smoke run: 30 steps
 
 The last line is the held-out 2-way zero-shot accuracy.
@@ -108,7 +108,7 @@ def zeroshot(model, source, templates):
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--heldout", default="sneaker,shirt", help="two class names, comma-separated")
-    ap.add_argument("--epochs", type=float, default=2.0)
+    ap.add_argument("--epochs", type=float, default=1.0)
     ap.add_argument("--max-steps", type=int, default=None)
     ap.add_argument("--batch", type=int, default=256)
     ap.add_argument("--lr", type=float, default=2e-3)

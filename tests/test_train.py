@@ -188,3 +188,20 @@ def test_demo_smoke(tmp_path, monkeypatch):
     for name in ("confusion.png", "curves.png", "retrieval.png", "metrics.json"):
         assert (out / name).is_file() and (out / name) in result.files
     assert (out / "confusion.png").stat().st_size > 1000
+
+
+def test_demo_refuses_a_used_out_dir_unless_overwrite(tmp_path, monkeypatch):
+    from clipworks.demo import run_demo
+
+    monkeypatch.setenv(ENV_VAR, str(write_fashion_mnist(tmp_path / "fm", n_train=64, n_test=20)))
+    out = tmp_path / "demo"
+    out.mkdir()
+    (out / "keep.txt").write_text("earlier work")
+    with pytest.raises(ValueError, match="already holds files"):
+        run_demo(out, epochs=1)
+    assert (out / "keep.txt").read_text() == "earlier work"
+    model = tmp_path / "micro.json"
+    model.write_text(json.dumps(MICRO_MODEL))
+    run_demo(out, epochs=1, overwrite=True, model=str(model), batch_size=16, max_steps=2, warmup=1, log_every=1,
+             save_every=1000, eval_every=0, tensorboard=False, progress=False)
+    assert not (out / "keep.txt").exists() and (out / "metrics.json").is_file()

@@ -9,6 +9,7 @@ which ``Clip.forward`` embeds once per batch.
 from __future__ import annotations
 
 import json
+import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -47,11 +48,15 @@ class DemoResult:
     files: list[Path]
 
 
-def run_demo(out: str | Path, epochs: float = 6.0, seed: int = 0, **overrides: Any) -> DemoResult:
+def run_demo(out: str | Path, epochs: float = 6.0, seed: int = 0, overwrite: bool = False, **overrides: Any) -> DemoResult:
     """Train, evaluate on all 10k test images, and write metrics.json, plots and retrieval examples to ``out``."""
     t0 = time.perf_counter()
     out = Path(out)
     open_source("fashion-mnist", split="train")  # fail fast, with the install hint, before anything else
+    if out.exists() and any(out.iterdir()):
+        if not overwrite:
+            raise ValueError(f"{out} already holds files (an earlier demo?); pass another --out, or --overwrite to replace it")
+        shutil.rmtree(out)
     cfg = demo_config(out, epochs, seed, **overrides)
     result = train(cfg)
     assert result.zeroshot is not None  # the demo always has a labelled held-out split

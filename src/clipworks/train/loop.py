@@ -236,7 +236,10 @@ class _Run:
         if saved.get("batch_size") not in (None, self.cfg.batch_size) or saved.get("seed") not in (None, self.cfg.seed):
             raise ConfigError(f"cannot resume from {path}: batch_size/seed differ from the checkpoint's "
                               f"({saved.get('batch_size')}, {saved.get('seed')}); the data order would not continue")
+        base_lrs = [g["base_lr"] for g in self.optimizer.param_groups]
         self.optimizer.load_state_dict(state["optimizer"])
+        for group, base_lr in zip(self.optimizer.param_groups, base_lrs):
+            group["base_lr"] = base_lr  # this run's lr settings win over the checkpoint's
         self.position = Position(**state["position"])
         self.guard.load(state["guard"])
         self.loader.skipped_total = state.get("skipped_images", 0)  # the run's count, not this process's
