@@ -13,7 +13,7 @@ from torch import nn
 from clipworks import get_tokenizer
 from clipworks.loss import ClipLoss, SigLipLoss
 from clipworks.model import Clip, get_model_config
-from clipworks.train.distributed import all_reduce_mean, cleanup, init_distributed, is_main
+from clipworks.train.distributed import all_reduce_mean, barrier, broadcast_object, cleanup, init_distributed, is_main
 
 BATCH = 8
 CAPTIONS = ["a red dress", "two black shoes", "a bag", "a red dress on a chair", "a striped shirt", "a sandal",
@@ -69,6 +69,10 @@ def main(out_path: str) -> None:
         loss = step(ddp, make_loss(), images[rows], tokens[rows], ids)
         results[name] = {"loss": loss, "mean_loss": all_reduce_mean(loss, env), "grads": flat_grads(model),
                          "scale_grad": model.logit_scale.grad.clone(), "bias_grad": model.logit_bias.grad.clone()}
+    # Every rank receives rank 0's object, so the mean over ranks of what arrived is rank 0's value.
+    results["helpers"] = {"world_size": env.world_size, "device": str(env.device),
+                          "broadcast": all_reduce_mean(torch.tensor(float(broadcast_object(env.rank, env))), env)}
+    barrier(env)
     if is_main(env):
         torch.save(results, out_path)
     cleanup()

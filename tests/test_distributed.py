@@ -12,6 +12,7 @@ import pytest
 import torch
 
 import clipworks
+from clipworks.train.distributed import DistEnv, all_reduce_mean, broadcast_object, init_distributed, is_main
 from distributed_worker import GROUPS, VARIANTS, batch, build_model, flat_grads, step
 
 RTOL = 1e-5
@@ -59,3 +60,18 @@ def test_two_processes_equal_one_process_on_the_whole_batch(name: str, two_proce
         assert relative_error(got["bias_grad"], model.logit_bias.grad) <= RTOL
     else:  # b cancels in a softmax
         assert got["bias_grad"].abs().item() <= 1e-6 and model.logit_bias.grad.abs().item() <= 1e-6
+
+
+def test_process_group_helpers(two_process_results) -> None:
+    helpers = two_process_results["helpers"]
+    assert helpers["world_size"] == 2 and helpers["device"] == "cpu" and helpers["broadcast"].item() == 0.0
+
+
+def test_single_process_env_without_torchrun(monkeypatch: pytest.MonkeyPatch) -> None:
+    for var in ("RANK", "WORLD_SIZE", "LOCAL_RANK"):
+        monkeypatch.delenv(var, raising=False)
+    env = init_distributed("cpu")
+    assert env == DistEnv(rank=0, world_size=1, local_rank=0, device=torch.device("cpu")) and is_main(env)
+    assert all_reduce_mean(torch.tensor(3.0), env).item() == 3.0 and broadcast_object("x", env) == "x"
+    with pytest.raises(ValueError, match="device must be one of auto, cpu, cuda, got 'tpu'"):
+        init_distributed("tpu")

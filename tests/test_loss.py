@@ -228,8 +228,9 @@ def test_bad_input_names_the_shapes(kind: str) -> None:
 
 def test_siglip_needs_a_bias() -> None:
     x, y, scale, _ = features(4, 8)
-    with pytest.raises(ValueError, match="SigLipLoss needs logit_bias"):
-        SigLipLoss()(x, y, scale, None)
+    for call in (lambda: SigLipLoss()(x, y, scale, None), lambda: SigLipLoss(tile_size=2)(x, y, scale)):
+        with pytest.raises(ValueError, match="SigLipLoss needs logit_bias"):
+            call()
 
 
 def test_clip_loss_of_perfect_pairs_is_small() -> None:
