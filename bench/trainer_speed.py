@@ -295,9 +295,10 @@ def main() -> None:
               f"{t_cw:.0f} s wall (whole process, start-up and checkpointing included); CPU used by other "
               f"processes: {100 * CONTENTION['oc_acc']:.0f}% / {100 * CONTENTION['cw_acc']:.0f}%", flush=True)
 
-    print(f"\nfmnist-vit, batch {args.batch}, fp32, lr {args.lr}, workers {args.workers}; samples/s, median of "
-          f"{args.rounds} round(s) of {args.steps - args.skip} timed steps, runs that shared the CPU left out:")
-    for k, v in med.items():
+    if med:
+        print(f"\nfmnist-vit, batch {args.batch}, fp32, lr {args.lr}, workers {args.workers}; samples/s, median of "
+              f"{args.rounds} round(s) of {args.steps - args.skip} timed steps, runs that shared the CPU left out:")
+    for k, v in med.items():  # empty with --rounds 0
         runs = ", ".join(f"{x:.0f}{'' if c <= args.max_contention else f' [others {100 * c:.0f}%, left out]'}"
                          for x, _, c in rates[k])
         print(f"  {k:34s} {v:7.1f} samples/s  (runs: {runs})")
@@ -306,6 +307,8 @@ def main() -> None:
         for k, v in acc.items():
             print(f"  {k:34s} {100 * v:6.2f}%")
         print(f"  difference clipworks - open_clip: {100 * (acc['clipworks csv'] - acc['open_clip csv']):+.2f} points")
+    if not args.rounds:  # accuracy only (--rounds 0): its difference is the key figure
+        return
     if "clipworks fashion-mnist (native)" in med:
         print(f"ratio native-source clipworks / open_clip csv: {med['clipworks fashion-mnist (native)'] / med['open_clip csv']:.2f}x")
     print(f"ratio samples/s clipworks/open_clip (same CSV export): {med['clipworks csv'] / med['open_clip csv']:.2f}x")

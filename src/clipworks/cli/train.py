@@ -80,7 +80,7 @@ def train(
 
 def demo(
     out_dir: Annotated[Path, typer.Option("--out", help="Run directory for checkpoints, metrics.json and plots.")] = Path("runs/demo"),
-    epochs: Annotated[float, typer.Option(help="Training epochs over Fashion-MNIST train.")] = 6.0,
+    epochs: Annotated[float | None, typer.Option(help="Training epochs over Fashion-MNIST train (default: the tuned recipe).")] = None,
     seed: Annotated[int, typer.Option()] = 0,
     overwrite: Annotated[bool, typer.Option(help="Replace what --out already holds.")] = False,
 ) -> None:
@@ -88,7 +88,7 @@ def demo(
     from ..demo import run_demo
 
     with user_errors():
-        result = run_demo(out_dir, epochs=epochs, seed=seed, overwrite=overwrite)
+        result = run_demo(out_dir, seed=seed, overwrite=overwrite, **({} if epochs is None else {'epochs': epochs}))
     m = result.metrics
     out.print(f"zero-shot top-1 {100 * m['zeroshot_top1']:.2f}% on {m['test_images']} Fashion-MNIST test images "
               f"(top-5 {100 * m['zeroshot_top5']:.2f}%), {m['wall_seconds']:.0f} s wall", highlight=False)
