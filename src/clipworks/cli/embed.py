@@ -4,7 +4,6 @@ from pathlib import Path
 from typing import Annotated
 
 import numpy as np
-import torch
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
@@ -48,7 +47,6 @@ def embed(
         if inputs and text is not None:
             raise ValueError("embed images or --text captions, not both in one run")
         clip, preprocess = create_model_and_transforms(model, checkpoint=checkpoint, device=device)
-        torch.set_grad_enabled(False)
         listing = out_path.with_suffix(".paths.txt")
         if text is not None:
             if not text.is_file():
