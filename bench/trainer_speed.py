@@ -269,6 +269,8 @@ def main() -> None:
                                              f"{100 * v[-1][2]:.0f}% of the CPU)" for k, v in rates.items()), flush=True)
     med: dict[str, float] = {}
     for k, v in rates.items():
+        if not v:  # --rounds 0: no speed runs
+            continue
         clean = [x for x, _, c in v if c <= args.max_contention]
         if not clean:
             print(f"WARNING: every {k} run shared the machine with other processes; its figure is unreliable")
