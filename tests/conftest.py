@@ -45,3 +45,14 @@ def image_dir(tmp_path: Path) -> Path:
     (d / "sub").mkdir()
     photo("rocket").resize((64, 64)).save(d / "sub" / "rocket.png")
     return d
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """One intra-op thread for modules of tiny models: on a shared 2-core machine two threads spin-wait on each
+    other and run them 10-30× slower; the resume test also needs the same kernels in the test process and its
+    subprocess."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

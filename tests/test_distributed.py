@@ -16,15 +16,8 @@ from clipworks.train.distributed import DistEnv, all_reduce_mean, broadcast_obje
 from distributed_worker import GROUPS, VARIANTS, batch, build_model, flat_grads, step
 
 RTOL = 1e-5
+pytestmark = pytest.mark.usefixtures("one_thread")
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """The reference runs a batch of 8: a second thread adds nothing but waits for a core on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

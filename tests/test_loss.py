@@ -14,15 +14,8 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from clipworks.loss import ClipLoss, SigLipLoss
 
 LOSSES = {"clip": ClipLoss, "siglip": SigLipLoss}
+pytestmark = pytest.mark.usefixtures("one_thread")
 
-
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """These tensors are tiny: a second thread adds nothing but waits for a core on a busy machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def features(batch: int, dim: int, dtype: torch.dtype = torch.float64, seed: int = 0) -> tuple[torch.Tensor, ...]:

@@ -20,7 +20,9 @@ from clipworks.train import optim
 from clipworks.train.config import TrainConfig
 from clipworks.train.loop import train
 from clipworks.train.optim import lr_factor, param_groups
-from train_helpers import MICRO_MODEL, base_config, one_thread, write_csv, write_fashion_mnist  # noqa: F401
+from train_helpers import MICRO_MODEL, base_config, write_csv, write_fashion_mnist
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 runner = CliRunner()
 

@@ -14,7 +14,9 @@ from clipworks.model.config import get_model_config
 from clipworks.train.accumulate import grad_cache_step
 from clipworks.train.config import TrainConfig
 from clipworks.train.loop import train
-from train_helpers import MICRO_MODEL, base_config, one_thread, write_fashion_mnist  # noqa: F401  (autouse)
+from train_helpers import MICRO_MODEL, base_config, write_fashion_mnist
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 BATCH, K = 16, 4
 

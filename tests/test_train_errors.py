@@ -19,7 +19,9 @@ from clipworks.model import ConfigError
 from clipworks.train import loop
 from clipworks.train.config import TrainConfig
 from clipworks.train.loop import train
-from train_helpers import base_config, one_thread, write_csv, write_fashion_mnist, write_model_config  # noqa: F401
+from train_helpers import base_config, write_csv, write_fashion_mnist, write_model_config
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 runner = CliRunner()
 

@@ -18,7 +18,9 @@ import clipworks
 from clipworks.train.checkpoint import checkpoint_dirs
 from clipworks.train.config import TrainConfig
 from clipworks.train.loop import train
-from train_helpers import base_config, one_thread, write_fashion_mnist  # noqa: F401  (autouse)
+from train_helpers import base_config, write_fashion_mnist
+
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 STEPS, SAVE_EVERY = 12, 3
 

@@ -13,21 +13,10 @@ import struct
 from pathlib import Path
 
 import numpy as np
-import pytest
-import torch
 from PIL import Image
 
 from clipworks.data import FASHION_MNIST_CLASSES
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One intra-op thread: on a shared 2-core machine two threads that spin-wait on each other run these tiny
-    models 10-30× slower; and the resume test needs the same kernels in the test process and its subprocess."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 # vocab_size stays CLIP's: the tokenizer emits ids up to 49407. Everything else is as small as it gets.

@@ -97,6 +97,17 @@ def _write_classes(source: PairSource, out: Path) -> None:
             os.chmod(tmp, 0o644)  # readable like the data it describes; the temp file starts private
 
 
+def _readable(items: Iterator[_Encoded], progress: Progress | None, skipped: list[str]) -> Iterator[_Encoded]:
+    """The items that decoded; each one ticks the progress, and each failure is recorded in ``skipped``."""
+    for item in items:
+        if progress:
+            progress(1)
+        if item.error is not None:
+            skipped.append(item.error)
+            continue
+        yield item
+
+
 def export_shards(source: PairSource, out: str | Path, shard_size: int = 10000, limit: int | None = None,
                   workers: int = 0, progress: Progress | None = None) -> ExportResult:
     """``out/shard-000000.tar``, …: per sample ``{key}.png|jpg``, ``{key}.txt`` (captions, one per line) and,
@@ -107,12 +118,7 @@ def export_shards(source: PairSource, out: str | Path, shard_size: int = 10000, 
         raise ValueError(f"{out} already holds shard-*.tar files; remove them or choose another directory")
     written, skipped = 0, []
     with ShardWriter(out, shard_size) as writer:
-        for item in _encoded(source, _count(source, limit), workers):
-            if progress:
-                progress(1)
-            if item.error is not None:
-                skipped.append(item.error)
-                continue
+        for item in _readable(_encoded(source, _count(source, limit), workers), progress, skipped):
             files = {item.ext: item.image, "txt": "".join(f"{c}\n" for c in item.captions).encode()}
             if item.label is not None:
                 files["json"] = json.dumps({"label": item.label}).encode()
@@ -139,12 +145,7 @@ def export_csv(source: PairSource, out: str | Path, limit: int | None = None, wo
     (out / "images").mkdir(parents=True, exist_ok=True)
     rows: list[tuple[str, str, int | None]] = []
     skipped: list[str] = []
-    for item in _encoded(source, _count(source, limit), workers):
-        if progress:
-            progress(1)
-        if item.error is not None:
-            skipped.append(item.error)
-            continue
+    for item in _readable(_encoded(source, _count(source, limit), workers), progress, skipped):
         name = f"images/{item.index:08d}.{item.ext}"
         (out / name).write_bytes(item.image)
         rows.append((name, item.captions[item.index % len(item.captions)], item.label))
