@@ -42,7 +42,6 @@ import numpy as np
 import torch
 
 from clipworks.data import FASHION_MNIST_CLASSES, FASHION_MNIST_TEMPLATES, FashionMNIST, Pair
-from clipworks.data.fashion_mnist import DEFAULT_DIR
 from clipworks.model.hf_text import minilm_dir
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -175,7 +174,7 @@ def main() -> None:
           f"params, {locked / 1e6:.1f} M locked text-tower params; multi_positive={args.multi_positive}")
     print(f"seen 8-way zero-shot top-1 on {r8.n} test images: {100 * r8.top1:.2f}% (chance 12.5%); per class: "
           + ", ".join(f"{k} {100 * v:.1f}%" for k, v in per_class_8.items()))
-    print(f"held-out per class: " + ", ".join(f"{k} {100 * v:.1f}%" for k, v in per_class_2.items()))
+    print("held-out per class: " + ", ".join(f"{k} {100 * v:.1f}%" for k, v in per_class_2.items()))
     print(f"summary: {out / 'lit_heldout.json'}")
     print(f"held-out 2-way zero-shot top-1 ({' vs '.join(names)}, {r2.n} test images, chance 50%): {100 * r2.top1:.2f}%")
 

@@ -14,6 +14,7 @@ from clipworks import get_tokenizer
 from clipworks.loss import ClipLoss, SigLipLoss
 from clipworks.model import Clip, get_model_config
 from clipworks.train.distributed import all_reduce_mean, barrier, broadcast_object, cleanup, init_distributed, is_main
+from clipworks.train.fsdp import local_value, shard_model, sync_replicated_grads
 
 BATCH = 8
 CAPTIONS = ["a red dress", "two black shoes", "a bag", "a red dress on a chair", "a striped shirt", "a sandal",
@@ -69,6 +70,16 @@ def main(out_path: str) -> None:
         loss = step(ddp, make_loss(), images[rows], tokens[rows], ids)
         results[name] = {"loss": loss, "mean_loss": all_reduce_mean(loss, env), "grads": flat_grads(model),
                          "scale_grad": model.logit_scale.grad.clone(), "bias_grad": model.logit_bias.grad.clone()}
+    # The same steps with the model sharded (FSDP2): gradients gathered whole, replicated ones averaged as the trainer does.
+    sharded = shard_model(build_model(), env)
+    for name, (make_loss, grouped, _) in VARIANTS.items():
+        ids = GROUPS[rows] if grouped else None
+        loss = step(sharded, make_loss(), images[rows], tokens[rows], ids)
+        sync_replicated_grads(sharded)
+        grads = {n: local_value(p.grad) for n, p in sharded.named_parameters()}
+        results[f"fsdp {name}"] = {"loss": loss, "mean_loss": all_reduce_mean(loss, env),
+                                   "grads": torch.cat([g.reshape(-1) for g in grads.values()]),
+                                   "scale_grad": grads["logit_scale"], "bias_grad": grads["logit_bias"]}
     # Every rank receives rank 0's object, so the mean over ranks of what arrived is rank 0's value.
     results["helpers"] = {"world_size": env.world_size, "device": str(env.device),
                           "broadcast": all_reduce_mean(torch.tensor(float(broadcast_object(env.rank, env))), env)}

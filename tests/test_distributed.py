@@ -1,5 +1,6 @@
-"""Two CPU processes (torchrun, gloo, DDP) on halves of a batch get the loss and the gradients of one
-process on the whole batch, for every exact loss variant: dense, tiled, multi-positive, local, no-grad gather."""
+"""Two CPU processes (torchrun, gloo; DDP, and FSDP2 sharding) on halves of a batch get the loss and the
+gradients of one process on the whole batch, for every exact loss variant: dense, tiled, multi-positive,
+local, no-grad gather."""
 
 from __future__ import annotations
 
@@ -38,13 +39,14 @@ def relative_error(got: torch.Tensor, want: torch.Tensor) -> float:
     return ((got - want).norm() / want.norm().clamp(min=1e-12)).item()
 
 
+@pytest.mark.parametrize("parallel", ["ddp", "fsdp"])
 @pytest.mark.parametrize("name", list(VARIANTS))
-def test_two_processes_equal_one_process_on_the_whole_batch(name: str, two_process_results) -> None:
+def test_two_processes_equal_one_process_on_the_whole_batch(name: str, parallel: str, two_process_results) -> None:
     make_loss, grouped, local = VARIANTS[name]
     model = build_model()
     images, tokens = batch()
     loss = step(model, make_loss(), images, tokens, GROUPS if grouped else None)
-    got = two_process_results[name]
+    got = two_process_results[name if parallel == "ddp" else f"fsdp {name}"]
     assert relative_error(got["mean_loss" if local else "loss"], loss) <= RTOL
     assert relative_error(got["grads"], flat_grads(model)) <= RTOL
     # The temperature's gradient is where a wrong world-size factor would show alone.

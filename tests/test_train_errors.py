@@ -130,6 +130,8 @@ def test_unknown_config_keys_are_named(tmp_path, fm):
         TrainConfig.from_dict({"bogus": 1, "lr": 1e-3})
     with pytest.raises(ConfigError, match="divisible by accum_steps"):
         TrainConfig(batch_size=10, accum_steps=4)
+    with pytest.raises(ConfigError, match="parallel must be 'ddp' or 'fsdp', got 'zero3'"):
+        TrainConfig(parallel="zero3")
 
     r = runner.invoke(app, ["train", "--data", str(fm), "--out", str(tmp_path / "run"), "--set", "bogus=1"])
     assert r.exit_code == 1 and "unknown key(s) 'bogus'" in r.stderr and "known keys:" in r.stderr
@@ -197,7 +199,7 @@ def test_resume_refuses_another_model_config(tmp_path, fm):
     for resume in ("latest", str(run / "checkpoints" / "step-00000002")):
         with pytest.raises(CheckpointError, match=r"model config differs from this run's in text_cfg\.width, vision_cfg\.width"):
             train(TrainConfig.from_dict({**first, "model": str(wide), "resume": resume, "max_steps": 4}))
-    with pytest.raises(ConfigError, match="batch_size/seed differ"):
+    with pytest.raises(ConfigError, match=r"global batch/seed \(\d+, \d+\) differ from this run.s"):
         train(TrainConfig.from_dict({**first, "batch_size": 4, "resume": "latest", "max_steps": 4}))
     with pytest.raises(ConfigError, match="already holds checkpoints of an earlier run .*resume='latest'"):
         train(TrainConfig.from_dict({**first, "max_steps": 4}))  # a fresh run would prune the old one's checkpoints

@@ -149,10 +149,14 @@ def load_checkpoint(
     return model.to(device).eval()
 
 
-def save_pretrained(model: Clip, directory: str | Path, format: Format = "native") -> Path:
-    """Write ``model`` to ``directory`` atomically: the directory appears complete, or not at all."""
+def save_pretrained(model: Clip, directory: str | Path, format: Format = "native",
+                    state_dict: dict[str, torch.Tensor] | None = None) -> Path:
+    """Write ``model`` to ``directory`` atomically: the directory appears complete, or not at all.
+
+    ``state_dict`` replaces ``model.state_dict()`` (a sharded model's gathered full state)."""
     directory = Path(directory)
-    state = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in model.state_dict().items()
+    source = model.state_dict() if state_dict is None else state_dict
+    state = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in source.items()
              if not k.endswith("num_batches_tracked")}
     if format == "native":
         tokenizer_files = _hf_tokenizer_files(model.config.text_cfg) if model.config.text_cfg.is_hf else []

@@ -16,7 +16,6 @@ import contextlib
 from collections.abc import Callable, Sequence
 
 import torch
-import torch.distributed as dist
 from torch import nn
 
 LossFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None], torch.Tensor]
@@ -40,11 +39,11 @@ def grad_cache_step(
 ) -> torch.Tensor:
     """Accumulate into ``.grad`` the gradient of ``loss_fn`` over the concatenated micro-batches; return the loss.
 
-    ``model`` may be wrapped in DistributedDataParallel: gradients synchronise once, on the last
-    micro-batch. Its forward returns (image features, text features, scale[, bias]).
+    ``model`` may be wrapped in DistributedDataParallel or sharded with FSDP: gradients synchronise once,
+    on the last micro-batch. Its forward returns (image features, text features, scale[, bias]).
     """
-    inner = model.module if hasattr(model, "module") else model
-    device = inner.logit_scale.device
+    inner = model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
+    device = micro_batches[0][0].device
     states, image_cache, text_cache = [], [], []
     with torch.no_grad():
         for images, tokens in micro_batches:
@@ -56,14 +55,14 @@ def grad_cache_step(
             text_cache.append(out[1].to(torch.promote_types(out[1].dtype, torch.float32)))
     after_pass_one = _rng_states(device)
 
-    # The loss sees the temperature through leaf copies: their gradients are added after pass 3, so the
-    # DDP reducer never sees a gradient computed outside one of its forwards.
-    scale_leaf = inner.logit_scale.detach().clone().requires_grad_(inner.logit_scale.requires_grad)
-    bias_param = inner.logit_bias
-    bias_leaf = bias_param.detach().clone().requires_grad_(bias_param.requires_grad) if bias_param is not None else None
+    # The temperature (and bias) enter the loss as leaves holding the values the forward returned; their
+    # gradients go back through the last micro-batch's forward outputs, so DDP and FSDP reduce them with
+    # every other gradient.
+    params = [inner.logit_scale, inner.logit_bias]  # what out[2:] are functions of (pass one ran without a graph)
+    extra_leaves = [t.detach().clone().requires_grad_(p.requires_grad) for t, p in zip(out[2:], params)]
     image_all = torch.cat(image_cache).requires_grad_()
     text_all = torch.cat(text_cache).requires_grad_()
-    loss = loss_fn(image_all, text_all, scale_leaf.exp().clamp(max=100.0), bias_leaf)
+    loss = loss_fn(image_all, text_all, extra_leaves[0], extra_leaves[1] if len(extra_leaves) > 1 else None)
     loss.backward()
     image_grads = image_all.grad.split([len(x) for x in image_cache])
     text_grads = text_all.grad.split([len(x) for x in text_cache])
@@ -71,24 +70,27 @@ def grad_cache_step(
     last = len(micro_batches) - 1
     for k, (images, tokens) in enumerate(micro_batches):
         _set_rng_states(states[k], device)
-        sync = model.no_sync() if (k < last and hasattr(model, "no_sync")) else contextlib.nullcontext()
-        with sync:
+        with _gradient_sync(model, k == last):
             with autocast():
                 out = model(images, tokens)
-            # Every output joins the backward (extra ones with zero gradient) so DDP sees all parameters used;
-            # a locked tower's features (LiT) have no graph and stay out.
+            # Every output joins the backward (extra ones with zero gradient until the last micro-batch) so
+            # DDP sees all parameters used; a locked tower's features (LiT) have no graph and stay out.
             outputs = [out[0], out[1], *out[2:]]
             grads = [image_grads[k].to(out[0].dtype), text_grads[k].to(out[1].dtype)]
-            grads += [torch.zeros_like(t) for t in out[2:]]
+            grads += [leaf.grad.to(o.dtype) if k == last and leaf.grad is not None else torch.zeros_like(o)
+                      for o, leaf in zip(out[2:], extra_leaves)]
             live = [(o, g) for o, g in zip(outputs, grads) if o.requires_grad]
             if live:
                 torch.autograd.backward([o for o, _ in live], [g for _, g in live])
     _set_rng_states(after_pass_one, device)
-
-    for param, leaf in ((inner.logit_scale, scale_leaf), (bias_param, bias_leaf)):
-        if param is not None and leaf is not None and leaf.grad is not None:
-            if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-                dist.all_reduce(leaf.grad)  # averaged like DDP averages every other gradient
-                leaf.grad /= dist.get_world_size()
-            param.grad = leaf.grad.clone() if param.grad is None else param.grad + leaf.grad
     return loss.detach()
+
+
+def _gradient_sync(model: nn.Module, sync: bool) -> contextlib.AbstractContextManager:
+    """Reduce gradients across ranks only when ``sync`` (DDP's ``no_sync``, FSDP2's ``set_requires_gradient_sync``)."""
+    if hasattr(model, "set_requires_gradient_sync"):
+        model.set_requires_gradient_sync(sync)
+        return contextlib.nullcontext()
+    if not sync and hasattr(model, "no_sync"):
+        return model.no_sync()
+    return contextlib.nullcontext()

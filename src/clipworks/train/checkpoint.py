@@ -64,18 +64,19 @@ def checkpoint_dirs(run_dir: Path) -> list[Path]:
 
 
 def save_training_checkpoint(
-    run_dir: Path, model: Clip, optimizer: torch.optim.Optimizer, position: Position,
-    extra: dict[str, Any], keep_last: int,
+    run_dir: Path, model: Clip, model_state: dict[str, torch.Tensor], optimizer_state: dict[str, Any],
+    position: Position, extra: dict[str, Any], keep_last: int,
 ) -> Path:
+    """Write ``step-N/`` from full (unsharded) states; ``model`` gives the config and the tokenizer files."""
     target = run_dir / CHECKPOINT_DIR / f"step-{position.step:08d}"
     state = {
         "position": vars(position).copy(),
-        "optimizer": optimizer.state_dict(),
+        "optimizer": optimizer_state,
         "rng": rng_state(),
         **extra,
     }
     with atomic_dir(target) as tmp:
-        save_pretrained(model, tmp / "model")  # a nested atomic write inside the outer one; cheap and simple
+        save_pretrained(model, tmp / "model", state_dict=model_state)  # a nested atomic write inside the outer one
         torch.save(state, tmp / "trainer.pt")
     for old in checkpoint_dirs(run_dir)[:-keep_last]:
         shutil.rmtree(old, ignore_errors=True)
@@ -93,19 +94,26 @@ def resolve_resume(resume: str, run_dir: Path) -> Path | None:
     return path
 
 
-def load_training_checkpoint(path: Path, model: Clip) -> dict[str, Any]:
-    """Load weights into ``model`` (refusing a different model config, naming the keys) and return trainer state."""
+def read_training_checkpoint(path: Path, config: ClipConfig) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """The model weights and trainer state of a checkpoint, refusing one of a different model config (naming
+    the keys that differ)."""
     saved_cfg, sd, _ = load_state(path / "model")
-    differ = _architecture_diff(saved_cfg, model.config)
+    differ = _architecture_diff(saved_cfg, config)
     if differ:
         raise CheckpointError(
             f"cannot resume from {path}: its model config differs from this run's in {', '.join(differ)}"
         )
-    load_strict(model, sd, f"training checkpoint {path}")
     try:
-        return torch.load(path / "trainer.pt", map_location="cpu", weights_only=True)
+        return sd, torch.load(path / "trainer.pt", map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - any unreadable file is the same user-facing problem
         raise CheckpointError(f"cannot read {path / 'trainer.pt'}: {e}") from e
+
+
+def load_training_checkpoint(path: Path, model: Clip) -> dict[str, Any]:
+    """Load weights into an unsharded ``model`` and return the trainer state."""
+    sd, state = read_training_checkpoint(path, model.config)
+    load_strict(model, sd, f"training checkpoint {path}")
+    return state
 
 
 def _architecture_diff(a: ClipConfig, b: ClipConfig) -> list[str]:

@@ -66,6 +66,7 @@ class TrainConfig:
     out: str = "runs/run"
     seed: int = 0
     device: str = "auto"
+    parallel: Literal["ddp", "fsdp"] = "ddp"  # several processes: replicate the model (ddp) or shard it (fsdp)
     save_every: int = 500                   # steps; a final checkpoint is always written
     keep_last: int = 2
     log_every: int = 20
@@ -91,6 +92,7 @@ class TrainConfig:
             (self.save_every >= 1, f"save_every must be ≥ 1, got {self.save_every}"),
             (self.schedule in ("cosine", "constant"), f"schedule must be 'cosine' or 'constant', got {self.schedule!r}"),
             (self.precision in ("fp32", "bf16"), f"precision must be 'fp32' or 'bf16', got {self.precision!r}"),
+            (self.parallel in ("ddp", "fsdp"), f"parallel must be 'ddp' or 'fsdp', got {self.parallel!r}"),
             (self.loss in ("clip", "siglip"), f"loss must be 'clip' or 'siglip', got {self.loss!r}"),
             (self.multi_positive in ("none", "label", "caption"),
              f"multi_positive must be 'none', 'label' or 'caption', got {self.multi_positive!r}"),

@@ -22,9 +22,10 @@ class DistEnv:
     device: torch.device
 
 
-def init_distributed(device: str = "auto") -> DistEnv:
+def init_distributed(device: str = "auto", need_group: bool = False) -> DistEnv:
     """Join the process group torchrun describes in RANK/WORLD_SIZE/LOCAL_RANK (gloo on CPU, NCCL on CUDA,
-    each rank on GPU LOCAL_RANK); without torchrun, a single-process env."""
+    each rank on GPU LOCAL_RANK); without torchrun, a single-process env — with a one-rank group when
+    ``need_group`` (FSDP shards over a group even when it holds one process)."""
     if device not in DEVICES:
         raise ValueError(f"device must be one of {', '.join(DEVICES)}, got {device!r}")
     if device == "auto":
@@ -36,8 +37,12 @@ def init_distributed(device: str = "auto") -> DistEnv:
     if device == "cuda":
         torch.cuda.set_device(local_rank)
     dev = torch.device("cuda", local_rank) if device == "cuda" else torch.device("cpu")
-    if world_size > 1 and not dist.is_initialized():
-        dist.init_process_group("nccl" if device == "cuda" else "gloo", rank=rank, world_size=world_size)
+    if (world_size > 1 or need_group) and not dist.is_initialized():
+        backend = "nccl" if device == "cuda" else "gloo"
+        if world_size == 1 and "MASTER_ADDR" not in os.environ:  # plain `python`, not torchrun: an in-memory store
+            dist.init_process_group(backend, store=dist.HashStore(), rank=0, world_size=1)
+        else:
+            dist.init_process_group(backend, rank=rank, world_size=world_size)
     return DistEnv(rank=rank, world_size=world_size, local_rank=local_rank, device=dev)
 
 

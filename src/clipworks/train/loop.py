@@ -30,10 +30,12 @@ from ..model import Clip, ClipConfig, ConfigError, get_model_config
 from ..model.config import load_config_file
 from ..transforms import image_transform
 from .accumulate import grad_cache_step
-from .checkpoint import (Position, checkpoint_dirs, load_training_checkpoint, resolve_resume,
+from .checkpoint import (Position, checkpoint_dirs, read_training_checkpoint, resolve_resume,
                          save_training_checkpoint, set_rng_state)
 from .config import TrainConfig
 from .distributed import DistEnv, all_reduce_mean, barrier, broadcast_object, cleanup, init_distributed, is_main
+from .fsdp import (clip_grad_norm, full_model_state, full_optimizer_state, load_model_state, load_optimizer_state,
+                   shard_model, sync_replicated_grads)
 from .metrics import MetricsLogger
 from .optim import build_optimizer, lr_factor, set_lr
 from .progress import TrainProgress
@@ -182,7 +184,7 @@ def _group_ids(cfg: TrainConfig, labels: torch.Tensor | None, tokens: torch.Tens
 
 def train(cfg: TrainConfig) -> RunResult:
     """Run ``cfg`` to the end (or resume it); returns what happened. Rank 0 writes; all ranks train."""
-    env = init_distributed(cfg.device)
+    env = init_distributed(cfg.device, need_group=cfg.parallel == "fsdp")
     try:
         return _Run(cfg, env).run()
     finally:
@@ -202,9 +204,10 @@ class _Run:
                 raise ConfigError(f"run directory {self.run_dir} already holds checkpoints of an earlier run (latest "
                                   f"{earlier[-1].name}); continue it with resume='latest' (--resume latest) or "
                                   "choose another out directory")
-        torch.manual_seed(cfg.seed)
+        torch.manual_seed(cfg.seed)  # every rank builds the same initial weights
         self.model = build_model(cfg).to(env.device)
         self.model.train()
+        self.sharded = cfg.parallel == "fsdp"
         self.source = open_training_data(cfg, self.model.image_size)
         self.val_source = open_eval_data(cfg.val_data, cfg.val_split, self.model.image_size) if cfg.val_data else None
         self.templates = cfg.zeroshot_templates or list(zeroshot.SIMPLE_TEMPLATES)
@@ -213,7 +216,6 @@ class _Run:
         self.loader = PairLoader(self.source, transform, self.tokenizer, cfg.batch_size, seed=cfg.seed,
                                  rank=env.rank, world_size=env.world_size, workers=cfg.workers)
         self.total_steps = cfg.max_steps or math.ceil(cfg.epochs * len(self.loader))
-        self.optimizer = build_optimizer(self.model, cfg)
         loss_cls = SigLipLoss if cfg.loss == "siglip" else ClipLoss
         self.loss_fn = loss_cls(tile_size=cfg.tile_size, local_loss=cfg.local_loss)
         self.guard = _Guard(cfg.max_bad_steps)
@@ -221,23 +223,40 @@ class _Run:
         self.autocast = _autocast(cfg, env.device)
         self.warnings: list[str] = []
         resume = resolve_resume(cfg.resume, self.run_dir) if cfg.resume else None
-        if resume is not None:
-            self._restore(resume)
-        if env.world_size > 1:
-            self.ddp: nn.Module = nn.parallel.DistributedDataParallel(
+        state = self._read_checkpoint(resume) if resume is not None else None
+        if self.sharded:
+            self.ddp: nn.Module = shard_model(self.model, env)  # FSDP2 shards in place: model and wrapper are one
+        elif env.world_size > 1:
+            self.ddp = nn.parallel.DistributedDataParallel(
                 self.model, device_ids=[env.local_rank] if env.device.type == "cuda" else None)
         else:
             self.ddp = self.model
+        self.optimizer = build_optimizer(self.model, cfg)  # after sharding: it steps the shards
+        if state is not None:
+            self._restore(state)
+
+    @property
+    def _evaluates(self) -> bool:
+        """Rank 0 evaluates; with a sharded model every rank runs the same evaluation (the forward gathers)."""
+        return self.main or self.sharded
 
     # -- state ---------------------------------------------------------------------------------------
-    def _restore(self, path: Path) -> None:
-        state = load_training_checkpoint(path, self.model)
+    def _read_checkpoint(self, path: Path) -> dict[str, Any]:
+        """Load ``path``'s weights into the (not yet wrapped) model; its trainer state is restored later."""
+        sd, state = read_training_checkpoint(path, self.model.config)
+        load_model_state(self.model, sd, f"training checkpoint {path}")
         saved = state.get("train_config", {})
-        if saved.get("batch_size") not in (None, self.cfg.batch_size) or saved.get("seed") not in (None, self.cfg.seed):
-            raise ConfigError(f"cannot resume from {path}: batch_size/seed differ from the checkpoint's "
-                              f"({saved.get('batch_size')}, {saved.get('seed')}); the data order would not continue")
+        # The data order is a function of the global batch, so the process count may change if it stays.
+        saved_global = saved.get("batch_size", self.cfg.batch_size) * state.get("world_size", 1)
+        run_global = self.cfg.batch_size * self.env.world_size
+        if saved_global != run_global or saved.get("seed") not in (None, self.cfg.seed):
+            raise ConfigError(f"cannot resume from {path}: its global batch/seed ({saved_global}, {saved.get('seed')}) "
+                              f"differ from this run's ({run_global}, {self.cfg.seed}); the data order would not continue")
+        return state
+
+    def _restore(self, state: dict[str, Any]) -> None:
         base_lrs = [g["base_lr"] for g in self.optimizer.param_groups]
-        self.optimizer.load_state_dict(state["optimizer"])
+        load_optimizer_state(self.model, self.optimizer, state["optimizer"])
         for group, base_lr in zip(self.optimizer.param_groups, base_lrs):
             group["base_lr"] = base_lr  # this run's lr settings win over the checkpoint's
         self.position = Position(**state["position"])
@@ -247,10 +266,14 @@ class _Run:
 
     def _save(self) -> Path | None:
         path = None
+        if self.main or self.sharded:  # gathering a sharded model's full state takes every rank
+            model_state = full_model_state(self.model)
+            optimizer_state = full_optimizer_state(self.model, self.optimizer)
         if self.main:
-            extra = {"guard": self.guard.state(), "train_config": self.cfg.to_dict(),
+            extra = {"guard": self.guard.state(), "train_config": self.cfg.to_dict(), "world_size": self.env.world_size,
                      "skipped_images": self.loader.skipped_total}
-            path = save_training_checkpoint(self.run_dir, self.model, self.optimizer, self.position, extra, self.cfg.keep_last)
+            path = save_training_checkpoint(self.run_dir, self.model, model_state, optimizer_state, self.position,
+                                            extra, self.cfg.keep_last)
         barrier(self.env)
         return path
 
@@ -259,8 +282,9 @@ class _Run:
         found = resolve_resume("latest", self.run_dir)
         if found is None:
             raise RuntimeError(f"{self.guard.in_a_row} non-finite steps in a row and no checkpoint to roll back to")
-        state = load_training_checkpoint(found, self.model)
-        self.optimizer.load_state_dict(state["optimizer"])
+        sd, state = read_training_checkpoint(found, self.model.config)
+        load_model_state(self.model, sd, f"training checkpoint {found}")
+        load_optimizer_state(self.model, self.optimizer, state["optimizer"])
         self.guard.rollbacks += 1
         self.guard.in_a_row = 0
         self.guard.lr_scale *= self.cfg.rollback_lr_factor
@@ -286,7 +310,11 @@ class _Run:
             loss = grad_cache_step(self.ddp, micro, loss_of, self.autocast)
         params = [p for p in self.model.parameters() if p.grad is not None]
         max_norm = cfg.grad_clip if cfg.grad_clip else float("inf")
-        grad_norm = torch.nn.utils.clip_grad_norm_(params, max_norm)
+        if self.sharded:
+            sync_replicated_grads(self.model)
+            grad_norm = clip_grad_norm(params, max_norm)
+        else:
+            grad_norm = torch.nn.utils.clip_grad_norm_(params, max_norm)
         if self.guard.check(loss.detach(), grad_norm):
             self.optimizer.step()
         else:
@@ -297,7 +325,7 @@ class _Run:
     def run(self) -> RunResult:
         cfg, env = self.cfg, self.env
         before = None
-        if self.main and cfg.init and self.val_source is not None and cfg.reference_max_drop is not None and self.position.step == 0:
+        if self._evaluates and cfg.init and self.val_source is not None and cfg.reference_max_drop is not None and self.position.step == 0:
             before = zeroshot_eval(self.model, self.val_source, self.templates, None, cfg.seed, env.device)
         if self.main:
             (self.run_dir / "train_config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
@@ -391,7 +419,7 @@ class _Run:
 
     def _eval(self, logger: MetricsLogger | None, limit: int | None) -> zeroshot.ZeroShotResult | None:
         result = None
-        if self.main and self.val_source is not None:
+        if self._evaluates and self.val_source is not None:
             was_training = self.model.training
             result = zeroshot_eval(self.model, self.val_source, self.templates, limit, self.cfg.seed, self.env.device)
             self.model.train(was_training)
@@ -400,6 +428,8 @@ class _Run:
                 values["zeroshot_top5"] = result.top5
             if logger is not None:
                 logger.log(self.position.step, values, split="eval")
+            if not self.main:
+                result = None
         barrier(self.env)
         return result
 
