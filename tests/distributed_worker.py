@@ -14,7 +14,7 @@ from clipworks import get_tokenizer
 from clipworks.loss import ClipLoss, SigLipLoss
 from clipworks.model import Clip, get_model_config
 from clipworks.train.distributed import all_reduce_mean, barrier, broadcast_object, cleanup, init_distributed, is_main
-from clipworks.train.fsdp import local_value, shard_model, sync_replicated_grads
+from clipworks.train.fsdp import full_value, shard_model, sync_replicated_grads
 
 BATCH = 8
 CAPTIONS = ["a red dress", "two black shoes", "a bag", "a red dress on a chair", "a striped shirt", "a sandal",
@@ -76,7 +76,7 @@ def main(out_path: str) -> None:
         ids = GROUPS[rows] if grouped else None
         loss = step(sharded, make_loss(), images[rows], tokens[rows], ids)
         sync_replicated_grads(sharded)
-        grads = {n: local_value(p.grad) for n, p in sharded.named_parameters()}
+        grads = {n: full_value(p.grad) for n, p in sharded.named_parameters()}
         results[f"fsdp {name}"] = {"loss": loss, "mean_loss": all_reduce_mean(loss, env),
                                    "grads": torch.cat([g.reshape(-1) for g in grads.values()]),
                                    "scale_grad": grads["logit_scale"], "bias_grad": grads["logit_bias"]}

@@ -65,7 +65,7 @@ def is_sharded(model: nn.Module) -> bool:
     return isinstance(model, FSDPModule)
 
 
-def local_value(tensor: torch.Tensor) -> torch.Tensor:
+def full_value(tensor: torch.Tensor) -> torch.Tensor:
     """The whole value of a (possibly sharded) tensor on this rank; a collective for DTensors."""
     return tensor.full_tensor() if isinstance(tensor, DTensor) else tensor
 
@@ -84,7 +84,7 @@ def clip_grad_norm(params: list[torch.Tensor], max_norm: float) -> torch.Tensor:
     """``clip_grad_norm_`` for a model whose parameters are partly sharded (DTensor) and partly replicated:
     one global norm over both, and the same scale applied to both. Returns the norm before clipping."""
     groups = [[p.grad for p in params if isinstance(p, DTensor)], [p.grad for p in params if not isinstance(p, DTensor)]]
-    norms = [local_value(torch.nn.utils.get_total_norm(g)) for g in groups if g]
+    norms = [full_value(torch.nn.utils.get_total_norm(g)) for g in groups if g]
     total = torch.linalg.vector_norm(torch.stack(norms))
     if math.isfinite(max_norm):
         coef = max_norm / (float(total) + 1e-6)
