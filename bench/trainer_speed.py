@@ -1,6 +1,6 @@
 """Trainer throughput (and zero-shot accuracy) side by side: clipworks vs open_clip's own trainer.
 
-Both train the same model — clipworks' ``fmnist-vit`` (28 px, patch 7, 4×96 ViT, 2×128 text, embed 128),
+Both train the same model — clipworks' ``fmnist-vit`` (28 px, patch 7, 4×96 ViT with MLP ratio 2, 2×128 text, embed 128),
 handed to open_clip as a model-config JSON — on the same Fashion-MNIST CSV export (``clipworks data
 fashion-mnist OUT --format csv``), with the same batch, lr, warmup, weight decay, grad clipping, fp32, seed
 and loader workers. open_clip trains with a RandomResizedCrop(scale 0.9–1) it always applies; the clipworks
