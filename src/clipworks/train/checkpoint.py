@@ -19,7 +19,6 @@ import numpy as np
 import torch
 
 from ..checkpoints import CheckpointError, load_state, save_pretrained
-from ..checkpoints.strict import load_strict
 from ..fileio import atomic_dir
 from ..model import Clip, ClipConfig
 
@@ -107,13 +106,6 @@ def read_training_checkpoint(path: Path, config: ClipConfig) -> tuple[dict[str, 
         return sd, torch.load(path / "trainer.pt", map_location="cpu", weights_only=True)
     except Exception as e:  # noqa: BLE001 - any unreadable file is the same user-facing problem
         raise CheckpointError(f"cannot read {path / 'trainer.pt'}: {e}") from e
-
-
-def load_training_checkpoint(path: Path, model: Clip) -> dict[str, Any]:
-    """Load weights into an unsharded ``model`` and return the trainer state."""
-    sd, state = read_training_checkpoint(path, model.config)
-    load_strict(model, sd, f"training checkpoint {path}")
-    return state
 
 
 def _architecture_diff(a: ClipConfig, b: ClipConfig) -> list[str]:

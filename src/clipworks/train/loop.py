@@ -242,7 +242,8 @@ class _Run:
 
     # -- state ---------------------------------------------------------------------------------------
     def _read_checkpoint(self, path: Path) -> dict[str, Any]:
-        """Load ``path``'s weights into the (not yet wrapped) model; its trainer state is restored later."""
+        """Load ``path``'s weights into the model (wrapped or not) and return its trainer state, refusing one whose
+        data order this run would not continue."""
         sd, state = read_training_checkpoint(path, self.model.config)
         load_model_state(self.model, sd, f"training checkpoint {path}")
         saved = state.get("train_config", {})
@@ -282,8 +283,7 @@ class _Run:
         found = resolve_resume("latest", self.run_dir)
         if found is None:
             raise RuntimeError(f"{self.guard.in_a_row} non-finite steps in a row and no checkpoint to roll back to")
-        sd, state = read_training_checkpoint(found, self.model.config)
-        load_model_state(self.model, sd, f"training checkpoint {found}")
+        state = self._read_checkpoint(found)
         load_optimizer_state(self.model, self.optimizer, state["optimizer"])
         self.guard.rollbacks += 1
         self.guard.in_a_row = 0
