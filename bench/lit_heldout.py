@@ -42,7 +42,7 @@ import numpy as np
 import torch
 
 from clipworks.data import FASHION_MNIST_CLASSES, FASHION_MNIST_TEMPLATES, FashionMNIST, Pair
-from clipworks.model.hf_text import minilm_dir
+from clipworks.model.towers.hf_text import minilm_dir
 
 ROOT = Path(__file__).resolve().parents[1]
 

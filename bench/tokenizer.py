@@ -35,7 +35,7 @@ def main() -> None:
     from open_clip.tokenizer import SimpleTokenizer
 
     os.environ["TOKENIZERS_PARALLELISM"] = "true"  # open_clip's import turns the Rust thread pool off
-    from clipworks.tokenizer import ClipTokenizer
+    from clipworks.text.clip_bpe import ClipTokenizer
 
     captions = corpus(args.n, args.tricky, seed=0)
     ref, ours = SimpleTokenizer(), ClipTokenizer()

@@ -60,8 +60,8 @@ def test_embed_skips_bad_images_and_lists_them(tmp_path, image_dir, checkpoint):
     for name in ("truncated.jpg", "empty.png", "notes.png"):
         assert name in r.stderr and not any(name in row for row in rows)
     # the same image embedded alone gives the same row
-    model, preprocess = clipworks.create_model_and_transforms(str(checkpoint))
-    from clipworks.images import load_image
+    model, _, preprocess = clipworks.create_model_and_transforms(str(checkpoint))
+    from clipworks.image.decode import load_image
 
     alone = model.encode_image(preprocess(load_image(rows[0]))[None], normalize=True).detach().numpy()
     assert np.allclose(alone, emb[0], atol=1e-5)

@@ -24,8 +24,8 @@ from clipworks.data import (
 from clipworks.data.fashion_mnist import DEFAULT_DIR as FASHION_MNIST_DIR
 from clipworks.data.openclipart import DEFAULT_DIR as OPENCLIPART_DIR
 from clipworks.data.shards import expand_braces
-from clipworks.images import ImageError
-from clipworks.transforms import ImageTransform, _seeded_uniforms
+from clipworks.image.decode import ImageError
+from clipworks.image.transforms import ImageTransform, _seeded_uniforms
 
 tokenizer = get_tokenizer()
 SVG = """<?xml version="1.0" encoding="UTF-8"?>

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 import torch
+from distributed_worker import GROUPS, VARIANTS, batch, build_model, flat_grads, step
 
 import clipworks
 from clipworks.train.distributed import DistEnv, all_reduce_mean, broadcast_object, init_distributed, is_main
-from distributed_worker import GROUPS, VARIANTS, batch, build_model, flat_grads, step
 
 RTOL = 1e-5
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -16,13 +16,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from train_helpers import write_fashion_mnist, write_model_config
 
 import clipworks
 from clipworks.checkpoints import load_state
 from clipworks.train.config import TrainConfig
 from clipworks.train.loop import train
 from clipworks.train.metrics import read_metrics
-from train_helpers import write_fashion_mnist, write_model_config
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 STEPS = 4

@@ -13,9 +13,9 @@ import torch.nn.functional as F
 
 import clipworks
 from clipworks import CheckpointError, Clip, ClipConfig, ConfigError
-from clipworks.hf_tokenizer import HFTokenizer
 from clipworks.model.config import TextConfig, get_model_config
-from clipworks.model.hf_text import HFTextTower, minilm_dir
+from clipworks.model.towers.hf_text import HFTextTower, minilm_dir
+from clipworks.text.hf import HFTokenizer
 
 MINILM = minilm_dir()
 needs_minilm = pytest.mark.skipif(
@@ -113,8 +113,8 @@ def test_config_round_trips_and_validates() -> None:
     assert ClipConfig.from_dict(cfg.to_dict()) == cfg
     assert not any(k.startswith("hf_") for k in get_model_config("tiny-vit").to_dict()["text_cfg"])  # open_clip schema
     data = cfg.to_dict()
-    data["text_cfg"]["hf_model_pretrained"] = True
-    with pytest.raises(ConfigError, match="'hf_model_pretrained'"):
+    data["text_cfg"]["hf_model_revision"] = "main"
+    with pytest.raises(ConfigError, match="'hf_model_revision'"):
         ClipConfig.from_dict(data)
     with pytest.raises(ConfigError, match="hf_pooler_type"):
         TextConfig(hf_model_name=str(MINILM), hf_pooler_type="attention")

@@ -33,7 +33,7 @@ def test_named_configs_are_the_documented_architectures():
 
 @pytest.mark.parametrize("name", ["tiny-vit", "tiny-rn"])
 def test_forward_contract(name):
-    model, preprocess = clipworks.create_model_and_transforms(name)
+    model, _, preprocess = clipworks.create_model_and_transforms(name)
     tok = clipworks.get_tokenizer(name)
     size = model.image_size
     images, tokens = torch.randn(3, 3, size, size), tok(["a", "b c", "d e f"])

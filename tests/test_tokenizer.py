@@ -2,15 +2,14 @@ import html
 import string
 
 import ftfy
-
 import pytest
 import torch
+from caption_corpus import TRICKY, corpus
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from caption_corpus import TRICKY, corpus
 from clipworks import tokenize
-from clipworks.tokenizer import _PLAIN_ASCII, _SPLIT, _SPLIT_ASCII, ClipTokenizer, clean_text
+from clipworks.text.clip_bpe import _PLAIN_ASCII, _SPLIT, _SPLIT_ASCII, ClipTokenizer, clean_text
 
 open_clip_tokenizer = pytest.importorskip("open_clip.tokenizer")
 

@@ -3,6 +3,7 @@ logging, fine-tuning, corrupt data, and the demo."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 from pathlib import Path
@@ -10,17 +11,16 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
+from train_helpers import MICRO_MODEL, base_config, write_csv, write_fashion_mnist
 from typer.testing import CliRunner
 
 from clipworks import Clip, ClipConfig, load_checkpoint
 from clipworks.checkpoints import openai
 from clipworks.cli import app
 from clipworks.data.fashion_mnist import ENV_VAR
-from clipworks.train import optim
 from clipworks.train.config import TrainConfig
 from clipworks.train.loop import train
 from clipworks.train.optim import lr_factor, param_groups
-from train_helpers import MICRO_MODEL, base_config, write_csv, write_fashion_mnist
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -99,10 +99,16 @@ def test_weight_decay_spares_gains_biases_embeddings_and_temperature():
             "text.ln_final.bias"} <= no_decay
     assert {"visual.conv1.weight", "visual.proj", "text.text_projection",
             "visual.transformer.resblocks.0.attn.in_proj_weight"} <= decay
-    # a Hugging Face text tower's embedding tables are embeddings too
-    for name in ("text.transformer.embeddings.word_embeddings.weight", "text.transformer.embeddings.position_embeddings.weight"):
-        assert optim._exempt_from_decay(name, torch.zeros(4, 4))
-    assert not optim._exempt_from_decay("text.transformer.encoder.layer.0.attention.self.query.weight", torch.zeros(4, 4))
+    # a Hugging Face text tower names its embedding tables itself (Tower.no_weight_decay)
+    from clipworks.model.config import TextConfig, get_model_config
+    from clipworks.model.towers.hf_text import minilm_dir
+
+    hf_model = Clip(dataclasses.replace(get_model_config("tiny-vit"), text_cfg=TextConfig(hf_model_name=str(minilm_dir()))))
+    groups = param_groups(hf_model, cfg)
+    decay = {n for g in groups if g["weight_decay"] == 0.2 for n in g["names"]}
+    assert {"text.transformer.embeddings.word_embeddings.weight",
+            "text.transformer.embeddings.position_embeddings.weight"} <= {n for g in groups for n in g["names"]} - decay
+    assert "text.transformer.encoder.layer.0.attention.self.query.weight" in decay
 
 
 @pytest.mark.parametrize("accum", [1, 2])

@@ -7,6 +7,7 @@ import dataclasses
 import pytest
 import torch
 from safetensors.torch import load_file
+from train_helpers import MICRO_MODEL, base_config, write_fashion_mnist
 
 from clipworks import Clip, ClipConfig
 from clipworks.loss import ClipLoss, SigLipLoss
@@ -14,7 +15,6 @@ from clipworks.model.config import get_model_config
 from clipworks.train.accumulate import grad_cache_step
 from clipworks.train.config import TrainConfig
 from clipworks.train.loop import train
-from train_helpers import MICRO_MODEL, base_config, write_fashion_mnist
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

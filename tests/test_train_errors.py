@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
+from train_helpers import base_config, write_csv, write_fashion_mnist, write_model_config
 from typer.testing import CliRunner
 
 from clipworks.checkpoints import CheckpointError
@@ -19,7 +20,6 @@ from clipworks.model import ConfigError
 from clipworks.train import loop
 from clipworks.train.config import TrainConfig
 from clipworks.train.loop import train
-from train_helpers import base_config, write_csv, write_fashion_mnist, write_model_config
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -13,12 +13,12 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
+from train_helpers import base_config, write_fashion_mnist
 
 import clipworks
 from clipworks.train.checkpoint import checkpoint_dirs
 from clipworks.train.config import TrainConfig
 from clipworks.train.loop import train
-from train_helpers import base_config, write_fashion_mnist
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -4,7 +4,7 @@ import torch
 from PIL import Image
 
 from clipworks import image_transform
-from clipworks.transforms import to_rgb
+from clipworks.image.transforms import to_rgb
 
 open_clip = pytest.importorskip("open_clip")
 

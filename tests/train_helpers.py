@@ -17,8 +17,6 @@ from PIL import Image
 
 from clipworks.data import FASHION_MNIST_CLASSES
 
-
-
 # vocab_size stays CLIP's: the tokenizer emits ids up to 49407. Everything else is as small as it gets.
 MICRO_MODEL = {
     "embed_dim": 32,

@@ -1,24 +1,41 @@
-"""clipworks: CLIP-style contrastive image–text models — build, load, convert, embed."""
+"""clipworks: CLIP-style contrastive image–text models — build, load any family by name, train, embed."""
 
-from .checkpoints import CheckpointError, load_checkpoint, save_pretrained
-from .factory import create_model, create_model_and_transforms, get_tokenizer
-from .model import Clip, ClipConfig, ConfigError, list_models
-from .tokenizer import ClipTokenizer, tokenize
-from .transforms import image_transform
+from .checkpoints import load_checkpoint, save_pretrained
+from .errors import (
+    CheckpointError,
+    ClipworksError,
+    ConfigError,
+    MissingDependencyError,
+    PretrainedError,
+    TokenizerError,
+)
+from .factory import create_model, create_model_and_transforms, create_model_from_pretrained, get_tokenizer
+from .image.transforms import image_transform
+from .model import Clip, ClipConfig, list_models
+from .pretrained import list_pretrained, list_pretrained_tags_by_model
+from .text import ClipTokenizer, HFTokenizer, tokenize
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = [
     "CheckpointError",
     "Clip",
     "ClipConfig",
     "ClipTokenizer",
+    "ClipworksError",
     "ConfigError",
+    "HFTokenizer",
+    "MissingDependencyError",
+    "PretrainedError",
+    "TokenizerError",
     "create_model",
     "create_model_and_transforms",
+    "create_model_from_pretrained",
     "get_tokenizer",
     "image_transform",
     "list_models",
+    "list_pretrained",
+    "list_pretrained_tags_by_model",
     "load_checkpoint",
     "save_pretrained",
     "tokenize",

@@ -23,11 +23,12 @@ import torch
 import torch.nn.functional as F
 
 from .data import FASHION_MNIST_TEMPLATES, open_source
+from .errors import UsageError
 from .factory import get_tokenizer
 from .fileio import atomic_file
+from .image.transforms import image_transform
 from .train.config import TrainConfig
 from .train.loop import RunResult, train
-from .transforms import image_transform
 
 DEMO_EPOCHS = 6.5  # 1,521 steps: 89.00% in 451 s wall here (88.9–89.2% over 2 GPU seeds)
 RETRIEVAL_QUERIES = ("a photo of a sneaker.", "a photo of a dress.", "a photo of a bag.", "a photo of a trouser.",
@@ -61,7 +62,7 @@ def run_demo(out: str | Path, epochs: float = DEMO_EPOCHS, seed: int = 0, overwr
     open_source("fashion-mnist", split="train")  # fail fast, with the install hint, before anything else
     if out.exists() and any(out.iterdir()):
         if not overwrite:
-            raise ValueError(f"{out} already holds files (an earlier demo?); pass another --out, or --overwrite to replace it")
+            raise UsageError(f"{out} already holds files (an earlier demo?); pass another --out, or --overwrite to replace it")
         shutil.rmtree(out)
     cfg = demo_config(out, epochs, seed, **overrides)
     result = train(cfg)
@@ -102,7 +103,7 @@ def _plots(result: RunResult, out: Path) -> list[Path]:
     model = load_checkpoint(result.final_checkpoint / "model")
     test = open_source("fashion-mnist", split="test")
     images, _, _ = test.get_batch(torch.arange(len(test)))
-    transform = image_transform(model.image_size)
+    transform = image_transform(model.config.preprocess())
     with torch.no_grad():
         feats = torch.cat([model.encode_image(transform.tensor_batch(chunk), normalize=True) for chunk in images.split(1000)])
         queries = F.normalize(model.encode_text(get_tokenizer(model.config)(list(RETRIEVAL_QUERIES))), dim=-1)

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Sequence
 from collections import deque
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -11,9 +11,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .images import ImageError, load_image
+from .image.decode import ImageError, load_image
 from .model import Clip
-from .tokenizer import ClipTokenizer
+from .text import Tokenizer
 
 Progress = Callable[[int], None]
 
@@ -95,7 +95,7 @@ def embed_images(
 @torch.inference_mode()
 def embed_texts(
     model: Clip,
-    tokenizer: ClipTokenizer,
+    tokenizer: Tokenizer,
     texts: Sequence[str],
     batch_size: int = 256,
     normalize: bool = True,

@@ -1,74 +1,190 @@
-"""Build models the way open_clip users expect: by config name, optionally with a checkpoint."""
+"""Build models the way open_clip and transformers users expect: by name, by pretrained tag, by Hub id, by path.
+
+=====================================================  =================================================
+``create_model("ViT-B-32")``                           random weights of a named config
+``create_model("ViT-B-32", pretrained="laion2b_…")``   registry weights (downloaded once, then cached)
+``create_model("ViT-B-32", pretrained="x.pt")``        a checkpoint file read into the named config
+``create_model("hf-hub:timm/ViT-B-16-SigLIP")``        a Hub repo: open_clip's or Hugging Face's layout
+``create_model("path/to/dir_or_file")``                any checkpoint clipworks reads (format detected)
+=====================================================  =================================================
+
+A model comes with everything it takes to use it: ``create_model_and_transforms`` adds its preprocessing and
+``get_tokenizer`` its tokenizer, whatever the family, without loading weights to find out.
+"""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Literal
 
 import torch
 
-from .checkpoints import load_checkpoint
-from .hf_tokenizer import HFTokenizer, shared_hf_tokenizer, tokenizer_dir
-from .model import Clip, ClipConfig, get_model_config
-from .tokenizer import ClipTokenizer, _shared_tokenizer
-from .transforms import ImageTransform, image_transform
+from .checkpoints import CheckpointError, load_checkpoint, read_config
+from .errors import ClipworksError, ConfigError, PretrainedError
+from .image.transforms import ImageTransform, image_transform
+from .model import Clip, ClipConfig, get_model_config, list_models
+from .model.config import normalize_model_name
+from .pretrained import (
+    HF_HUB_PREFIX,
+    download_model_dir,
+    download_pretrained,
+    get_pretrained_cfg,
+    resolve_tokenizer_dir,
+)
+from .text import Tokenizer, build_tokenizer
 
 Precision = Literal["fp32", "bf16", "fp16"]
 _DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
+__all__ = ["create_model", "create_model_and_transforms", "create_model_from_pretrained", "get_tokenizer",
+           "model_config"]
+
 
 def _is_path(name: str) -> bool:
-    return Path(name).exists() or "/" in name or name.endswith((".pt", ".bin", ".safetensors", ".json"))
+    """A checkpoint path rather than a config name: it looks like one, or exists and names no config."""
+    if name.startswith((".", "/", "~")) or "/" in name.replace("\\", "/") or name.endswith(
+            (".pt", ".pth", ".bin", ".safetensors", ".json")):
+        return True
+    return Path(name).exists() and normalize_model_name(name) not in list_models()
+
+
+def _hub_dir(name: str, cache_dir: str | Path | None, weights: bool) -> Path:
+    return download_model_dir(name, cache_dir=cache_dir, weights=weights)
+
+
+def _named_config(name: str, force_quick_gelu: bool) -> ClipConfig:
+    config = get_model_config(name)
+    return dataclasses.replace(config, quick_gelu=True) if force_quick_gelu else config
+
+
+def model_config(model_name: str | ClipConfig, pretrained: str | None = None, cache_dir: str | Path | None = None,
+                 force_quick_gelu: bool = False) -> ClipConfig:
+    """The config ``create_model`` would build, read without loading weights (Hub repos: config files only)."""
+    if isinstance(model_name, ClipConfig):
+        return model_name
+    if model_name.startswith(HF_HUB_PREFIX):
+        return read_config(_hub_dir(model_name, cache_dir, weights=False))[0]
+    if _is_path(model_name):
+        return read_config(model_name)[0]
+    config = _named_config(model_name, force_quick_gelu)
+    if pretrained and not _is_path(pretrained):
+        config = get_pretrained_cfg(model_name, pretrained).apply(config)
+    return config
 
 
 def create_model(
-    name: str | ClipConfig,
-    checkpoint: str | Path | None = None,
-    device: str | torch.device = "cpu",
+    model_name: str | ClipConfig,
+    pretrained: str | None = None,
     precision: Precision = "fp32",
+    device: str | torch.device = "cpu",
+    force_quick_gelu: bool = False,
+    cache_dir: str | Path | None = None,
 ) -> Clip:
-    """A model from a config name ("ViT-B-32", "RN50-quickgelu", …), a ClipConfig, or a checkpoint path.
-
-    With ``checkpoint``, ``name`` is the config the weights are read into; without, weights are random.
-    """
+    """A model in eval mode. ``model_name``: a config name (``ViT-B-32``, also spelled ``ViT-B/32``), a
+    ``ClipConfig``, ``hf-hub:org/repo``, or a checkpoint path. ``pretrained``: a registry tag of that config
+    (``list_pretrained()``) or a checkpoint path read into it; None gives random weights."""
     if precision not in _DTYPES:
-        raise ValueError(f"precision must be one of {', '.join(_DTYPES)}, got {precision!r}")
-    if isinstance(name, str) and _is_path(name):
-        if checkpoint is not None:
-            raise ValueError("pass either a checkpoint path as name, or a config name with checkpoint=, not both paths")
-        model = load_checkpoint(name)
-    elif checkpoint is not None:
-        model = load_checkpoint(checkpoint, config=name)
+        raise ConfigError(f"precision must be one of {', '.join(_DTYPES)}, got {precision!r}")
+    if isinstance(model_name, ClipConfig):
+        model = Clip(model_name).eval() if pretrained is None else load_checkpoint(pretrained, config=model_name)
+    elif model_name.startswith(HF_HUB_PREFIX) or (_is_path(model_name)):
+        if pretrained is not None:
+            raise ConfigError(f"{model_name} already names its weights; pretrained={pretrained!r} cannot be applied to it")
+        path = _hub_dir(model_name, cache_dir, weights=True) if model_name.startswith(HF_HUB_PREFIX) else model_name
+        model = load_checkpoint(path)
     else:
-        model = Clip(name if isinstance(name, ClipConfig) else get_model_config(name)).eval()
+        model_name = normalize_model_name(model_name)
+        config = _named_config(model_name, force_quick_gelu)
+        if pretrained is None:
+            model = Clip(config).eval()
+        elif _is_path(pretrained):
+            model = load_checkpoint(pretrained, config=config)
+        else:
+            entry = get_pretrained_cfg(model_name, pretrained)
+            weights = download_pretrained(entry, cache_dir=cache_dir)
+            try:
+                model = load_checkpoint(weights, config=entry.apply(config))
+            except CheckpointError as e:
+                raise PretrainedError(f"{model_name}/{pretrained} from {entry.hub}: {e}") from e
     return model.to(device=device, dtype=_DTYPES[precision])
 
 
 def create_model_and_transforms(
-    name: str | ClipConfig,
-    checkpoint: str | Path | None = None,
-    device: str | torch.device = "cpu",
+    model_name: str | ClipConfig,
+    pretrained: str | None = None,
     precision: Precision = "fp32",
+    device: str | torch.device = "cpu",
+    force_quick_gelu: bool = False,
+    cache_dir: str | Path | None = None,
+) -> tuple[Clip, ImageTransform, ImageTransform]:
+    """``(model, preprocess_train, preprocess_val)`` as open_clip returns them; ``preprocess_val(pil_image)`` is
+    the tensor ``model.encode_image`` takes, with the model's own size, resize mode, interpolation, mean and std."""
+    model = create_model(model_name, pretrained, precision, device, force_quick_gelu, cache_dir)
+    preprocess = model.config.preprocess()
+    return model, image_transform(preprocess, train=True), image_transform(preprocess)
+
+
+def create_model_from_pretrained(
+    model_name: str | ClipConfig,
+    pretrained: str | None = None,
+    precision: Precision = "fp32",
+    device: str | torch.device = "cpu",
+    cache_dir: str | Path | None = None,
 ) -> tuple[Clip, ImageTransform]:
-    """(model, eval preprocess) — ``preprocess(pil_image)`` gives the tensor ``model.encode_image`` takes."""
-    model = create_model(name, checkpoint, device, precision)
-    return model, image_transform(model.image_size)
+    """``(model, preprocess_val)``, open_clip's shortcut for inference."""
+    model, _, preprocess = create_model_and_transforms(model_name, pretrained, precision, device, cache_dir=cache_dir)
+    return model, preprocess
 
 
-def get_tokenizer(name: str | ClipConfig | None = None) -> ClipTokenizer | HFTokenizer:
-    """The tokenizer of model ``name`` at its context length: CLIP's BPE (77 tokens when no model is
-    given), or for a Hugging Face text tower the tokenizer.json of its directory."""
-    if name is None:
-        return _shared_tokenizer(77)
-    if isinstance(name, ClipConfig):
-        config = name
-    elif _is_path(name):
-        from .checkpoints import load_state
-
-        config = load_state(name)[0]
+def get_tokenizer(model_name: str | ClipConfig | None = None, context_length: int | None = None,
+                  cache_dir: str | Path | None = None) -> Tokenizer:
+    """The tokenizer of a model — config name, ``ClipConfig``, ``hf-hub:`` repo or checkpoint path — read from its
+    config alone. With no model, CLIP's BPE at 77 tokens."""
+    if model_name is None:
+        config = ClipConfig(embed_dim=512)
     else:
-        config = get_model_config(name)
-    text = config.text_cfg
-    if text.is_hf:
-        return shared_hf_tokenizer(str(tokenizer_dir(text)), text.context_length)
-    return _shared_tokenizer(text.context_length)
+        config = model_config(model_name, cache_dir=cache_dir)
+    return tokenizer_for(config, context_length, cache_dir)
+
+
+def tokenizer_for(config: ClipConfig, context_length: int | None = None, cache_dir: str | Path | None = None) -> Tokenizer:
+    cfg = config.tokenizer_cfg
+    if cfg.type == "hf":
+        cfg = dataclasses.replace(cfg, name=str(resolve_tokenizer_dir(cfg.name, cache_dir)))  # type: ignore[arg-type]
+    return build_tokenizer(cfg, context_length or config.text_cfg.context_length)
+
+
+def describe(model_name: str, pretrained: str | None = None, config: str | None = None,
+             cache_dir: str | Path | None = None) -> dict[str, object]:
+    """What a model is, from its config alone (no weights are loaded; a bare state-dict file is read to infer
+    one): format, tower kinds, embedding size, parameter count, preprocessing, tokenizer, full config."""
+    summary: dict[str, object] = {}
+    if model_name.startswith(HF_HUB_PREFIX):
+        directory = _hub_dir(model_name, cache_dir, weights=False)
+        cfg, fmt = read_config(directory)
+        summary.update(name=model_name, format=fmt, path=str(directory))
+    elif _is_path(model_name):
+        cfg, fmt = read_config(model_name, config)
+        summary.update(path=model_name, format=fmt)
+    else:
+        cfg = model_config(model_name, pretrained, cache_dir)
+        summary.update(name=normalize_model_name(model_name))
+        if pretrained:
+            entry = get_pretrained_cfg(model_name, pretrained)
+            summary.update(pretrained=entry.tag, hub=entry.hub)
+    summary.update(vision_tower=cfg.vision_cfg.kind, text_tower=cfg.text_cfg.kind, parameters=count_parameters(cfg),
+                   preprocess=dataclasses.asdict(cfg.preprocess()), tokenizer=dataclasses.asdict(cfg.tokenizer_cfg),
+                   context_length=cfg.context_length, config=cfg.to_dict())
+    return summary
+
+
+def count_parameters(config: ClipConfig) -> int | None:
+    """Parameters of the model ``config`` builds, counted on the meta device (no memory); None if a tower
+    cannot be built without its files."""
+    try:
+        with torch.device("meta"):
+            model = Clip(config)
+    except (OSError, ClipworksError):
+        return None
+    return sum(p.numel() for p in model.parameters())

@@ -13,8 +13,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .errors import UsageError
 from .model import Clip
-from .tokenizer import ClipTokenizer
+from .text import Tokenizer
 
 SIMPLE_TEMPLATES: tuple[str, ...] = ("a photo of a {}.",)
 
@@ -132,7 +133,7 @@ def _model_device(model: nn.Module) -> torch.device:
 
 def build_classifier(
     model: Clip,
-    tokenizer: ClipTokenizer,
+    tokenizer: Tokenizer,
     class_names: Sequence[str],
     templates: Sequence[str],
     device: str | torch.device | None = None,
@@ -141,12 +142,12 @@ def build_classifier(
     """``[embed_dim, C]`` float32 zero-shot weights: per class, the L2-normalised mean of the
     L2-normalised text embeddings of every template — OpenAI's and open_clip's prompt ensembling."""
     if not class_names:
-        raise ValueError("build_classifier needs at least one class name")
+        raise UsageError("build_classifier needs at least one class name")
     if not templates:
-        raise ValueError("build_classifier needs at least one template")
+        raise UsageError("build_classifier needs at least one template")
     for t in templates:
         if "{}" not in t:
-            raise ValueError(f"template {t!r} has no '{{}}' where the class name goes")
+            raise UsageError(f"template {t!r} has no '{{}}' where the class name goes")
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     device = torch.device(device) if device is not None else _model_device(model)

@@ -1,2 +1,3 @@
-class CheckpointError(ValueError):
-    """A checkpoint cannot be read or does not fit the model; the message names the file and the key."""
+from ..errors import CheckpointError
+
+__all__ = ["CheckpointError"]

@@ -2,17 +2,20 @@
 
 One table of name pairs serves both directions; fused ``in_proj`` weights are split into q/k/v on
 the way out and concatenated on the way in. ResNet image towers have no HF ``CLIPModel`` form.
+The tower helpers here (``split_towers``, ``read_preprocessor``) serve the other Hugging Face families too.
 """
 
 from __future__ import annotations
 
+import json
 import re
+from pathlib import Path
 from typing import Any
 
 import torch
 
-from ..model.config import ClipConfig, TextConfig, VisionConfig
-from .errors import CheckpointError
+from ..errors import CheckpointError
+from ..model.config import ClipConfig, PreprocessConfig, TextConfig, VisionConfig
 
 # (native, hf) name pairs; {p} is the tower prefix pair filled in below.
 _BLOCK = [
@@ -49,7 +52,7 @@ def _layer_ids(keys: Any, prefix: str) -> list[str]:
     return sorted({k[len(prefix) + 1 :].split(".")[0] for k in keys if k.startswith(prefix + ".")}, key=int)
 
 
-def to_native(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+def to_native(sd: dict[str, torch.Tensor], cfg: ClipConfig | None = None) -> dict[str, torch.Tensor]:
     sd = {k: v for k, v in sd.items() if not _IGNORED_HF.match(k)}
     out: dict[str, torch.Tensor] = {}
     for native, hf in _FIXED:
@@ -104,7 +107,8 @@ _VISION_DEFAULTS = dict(hidden_size=768, intermediate_size=3072, num_hidden_laye
 _ACTS = {"quick_gelu": True, "gelu": False}
 
 
-def config_from_hf(hf: dict[str, Any], source: str) -> ClipConfig:
+def config_from_hf(hf: dict[str, Any], directory: str | Path) -> ClipConfig:
+    source = str(Path(directory) / "config.json")
     t = {**_TEXT_DEFAULTS, **(hf.get("text_config") or {})}
     v = {**_VISION_DEFAULTS, **(hf.get("vision_config") or {})}
     acts = {t["hidden_act"], v["hidden_act"]}
@@ -133,18 +137,34 @@ def config_from_hf(hf: dict[str, Any], source: str) -> ClipConfig:
         ),
         quick_gelu=_ACTS[t["hidden_act"]],
         init_logit_scale=float(hf.get("logit_scale_init_value", 2.6592)),
+        preprocess_cfg=read_preprocessor(directory, PreprocessConfig()),
     )
+
+
+def _clip_form_problems(config: ClipConfig) -> list[str]:
+    """What keeps ``config`` from being a ``transformers.CLIPModel``, whose towers are OpenAI's ViT and text."""
+    v, t = config.vision_cfg, config.text_cfg
+    if t.is_hf:
+        return [f"a Hugging Face text tower ({t.hf_model_name})"]
+    if v.kind != "vit":
+        return [f"a {dict(resnet='ResNet', timm='timm', hf='Hugging Face')[v.kind]} image tower"]
+    defaults_v, defaults_t = VisionConfig(), TextConfig()
+    vision_opts = ("no_ln_pre", "pool_type", "final_ln_after_pool", "act_kwargs", "norm_kwargs", "scale_attn_inner",
+                   "scale_fc", "class_token", "patch_bias", "qkv_bias", "mlp_type", "rope", "proj_type", "proj_bias")
+    text_opts = ("no_causal_mask", "pool_type", "proj_type", "proj_bias", "final_ln_after_pool", "act_kwargs", "norm_kwargs")
+    problems = [f"vision_cfg.{k}={getattr(v, k)!r}" for k in vision_opts if getattr(v, k) != getattr(defaults_v, k)]
+    problems += [f"text_cfg.{k}={getattr(t, k)!r}" for k in text_opts if getattr(t, k) != getattr(defaults_t, k)]
+    if config.tokenizer_cfg.type != "clip":
+        problems.append(f"the tokenizer {config.tokenizer_cfg.name}")
+    return problems
 
 
 def config_to_hf(config: ClipConfig) -> dict[str, Any]:
     v, t = config.vision_cfg, config.text_cfg
-    if t.is_hf:
-        raise CheckpointError(
-            f"a Hugging Face text tower ({t.hf_model_name}) has no CLIPModel form, whose text model is "
-            "CLIP's own transformer; export it as native instead"
-        )
-    if v.is_resnet:
-        raise CheckpointError("a ResNet image tower has no Hugging Face CLIPModel form; export it as native instead")
+    problems = _clip_form_problems(config)
+    if problems:
+        raise CheckpointError(f"this model has no Hugging Face CLIPModel form ({', '.join(problems)}); "
+                              "save it as native instead")
     act = "quick_gelu" if config.quick_gelu else "gelu"
     return {
         "architectures": ["CLIPModel"],
@@ -181,3 +201,70 @@ def config_to_hf(config: ClipConfig) -> dict[str, Any]:
             "projection_dim": config.embed_dim,
         },
     }
+
+
+_RESAMPLE_NAMES = {0: "nearest", 2: "bilinear", 3: "bicubic"}  # PIL's codes, as image processors store them
+
+
+def read_preprocessor(directory: str | Path, default: PreprocessConfig) -> PreprocessConfig:
+    """The eval preprocessing a Hugging Face ``preprocessor_config.json`` describes, or ``default`` without one.
+
+    ``size: {shortest_edge}`` with a centre crop is open_clip's ``shortest``; ``size: {height, width}`` is
+    ``squash``; ``rescale_factor`` 1/127.5 with ``rescale_offset`` (EfficientNet's [-1, 1]) is mean = std = 0.5.
+    """
+    path = Path(directory) / "preprocessor_config.json"
+    if not path.is_file():
+        return default
+    try:
+        p = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise CheckpointError(f"cannot read {path}: {e}") from e
+    size = p.get("size") or {}
+    crop = p.get("crop_size") or {}
+    if isinstance(size, int):
+        size = {"shortest_edge": size}
+    if isinstance(crop, int):
+        crop = {"height": crop, "width": crop}
+    if "shortest_edge" in size:
+        resize_mode, out = "shortest", crop.get("height", size["shortest_edge"]) if p.get("do_center_crop", True) else size["shortest_edge"]
+    elif "height" in size:
+        resize_mode, out = "squash", size["height"]
+        if p.get("do_center_crop") and crop.get("height", out) != out:
+            raise CheckpointError(f"{path}: a squash resize to {out} followed by a {crop.get('height')} crop is not supported")
+    else:
+        resize_mode, out = default.resize_mode, default.size
+    mean, std = p.get("image_mean", default.mean), p.get("image_std", default.std)
+    if not p.get("do_normalize", True):
+        mean, std = (0.0, 0.0, 0.0), (1.0, 1.0, 1.0)
+    if p.get("rescale_offset"):  # x / 127.5 - 1 == (x / 255 - 0.5) / 0.5, composed with any normalisation
+        mean = tuple(0.5 + 0.5 * m for m in mean)
+        std = tuple(0.5 * s for s in std)
+    elif abs(float(p.get("rescale_factor", 1 / 255)) - 1 / 255) > 1e-9:
+        raise CheckpointError(f"{path}: rescale_factor {p['rescale_factor']} is not supported (1/255, or 1/127.5 with rescale_offset)")
+    return PreprocessConfig(size=out, mean=tuple(mean), std=tuple(std),  # type: ignore[arg-type]
+                            interpolation=_RESAMPLE_NAMES.get(p.get("resample", 3), "bicubic"), resize_mode=resize_mode)
+
+
+def write_processor_files(directory: Path, config: ClipConfig) -> None:
+    """Tokenizer and image-processor files, so ``CLIPProcessor.from_pretrained(directory)`` works too."""
+    from ..text.clip_bpe import _vocab_and_merges
+
+    vocab, merges = _vocab_and_merges()
+    hf_names = {"<start_of_text>": "<|startoftext|>", "<end_of_text>": "<|endoftext|>"}
+    (directory / "vocab.json").write_text(json.dumps({hf_names.get(k, k): v for k, v in vocab.items()}, ensure_ascii=False))
+    (directory / "merges.txt").write_text("#version: 0.2\n" + "\n".join(" ".join(m) for m in merges) + "\n", encoding="utf-8")
+    (directory / "tokenizer_config.json").write_text(json.dumps({
+        "tokenizer_class": "CLIPTokenizer", "model_max_length": config.text_cfg.context_length,
+        "bos_token": "<|startoftext|>", "eos_token": "<|endoftext|>", "unk_token": "<|endoftext|>",
+        "pad_token": "<|endoftext|>", "do_lower_case": True,
+    }, indent=2))
+    pre = config.preprocess()
+    size = pre.size
+    resample = {v: k for k, v in _RESAMPLE_NAMES.items()}[pre.interpolation]
+    resize = {"shortest_edge": size} if pre.resize_mode == "shortest" else {"height": size, "width": size}
+    (directory / "preprocessor_config.json").write_text(json.dumps({
+        "image_processor_type": "CLIPImageProcessor", "do_resize": True, "size": resize,
+        "resample": resample, "do_center_crop": True, "crop_size": {"height": size, "width": size},
+        "do_rescale": True, "rescale_factor": 1 / 255, "do_normalize": True,
+        "image_mean": list(pre.mean), "image_std": list(pre.std), "do_convert_rgb": True,
+    }, indent=2))

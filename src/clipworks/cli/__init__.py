@@ -4,13 +4,11 @@ from __future__ import annotations
 
 import typer
 
-from . import embed, models
-from . import data
-from . import interpolate, plot
-from . import train
+from . import data, embed, interpolate, models, plot, train
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="CLIP models: train, evaluate, inspect, convert, embed.")
 app.command("info")(models.info)
+app.command("pretrained")(models.pretrained)
 app.command("convert")(models.convert)
 app.command("embed")(embed.embed)
 app.command("data")(data.data)

@@ -1,4 +1,8 @@
-"""What every command shares: turning library errors into one red line and exit code 1."""
+"""What every command shares: turning the project's own errors into one red line and exit code 1.
+
+Only ``ClipworksError`` (bad input the user can fix: a config, a file, a value) is printed that way; anything
+else is a bug and keeps its traceback.
+"""
 
 from __future__ import annotations
 
@@ -9,19 +13,15 @@ import rich.markup
 import typer
 from rich.console import Console
 
-from ..checkpoints import CheckpointError
-from ..data import DataError
-from ..images import ImageError
-from ..model import ConfigError
+from ..errors import ClipworksError
 
 err = Console(stderr=True)
-USER_ERRORS = (CheckpointError, ConfigError, DataError, ImageError, FileNotFoundError, ValueError, TypeError)
 
 
 @contextlib.contextmanager
 def user_errors() -> Iterator[None]:
     try:
         yield
-    except USER_ERRORS as e:
+    except ClipworksError as e:
         err.print(f"[red]error:[/red] {rich.markup.escape(str(e))}", highlight=False, soft_wrap=True)
         raise typer.Exit(1) from None

@@ -9,9 +9,10 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from ..embed import embed_images, embed_texts
+from ..errors import MissingFileError, UsageError
 from ..factory import create_model_and_transforms, get_tokenizer
 from ..fileio import atomic_file
-from ..images import ImageError, expand_image_paths
+from ..image.decode import ImageError, expand_image_paths
 from .common import err, user_errors
 
 out = Console()
@@ -30,8 +31,10 @@ def _save(path: Path, array: np.ndarray) -> None:
 
 def embed(
     inputs: Annotated[list[str] | None, typer.Argument(help="Image files and/or directories.")] = None,
-    model: Annotated[str, typer.Option(help="Config name or checkpoint path.")] = "ViT-B-32",
-    checkpoint: Annotated[str | None, typer.Option(help="Weights to load into the --model config.")] = None,
+    model: Annotated[str, typer.Option(help="Config name, hf-hub:org/repo, or checkpoint path.")] = "ViT-B-32",
+    pretrained: Annotated[str | None, typer.Option("--pretrained", "--checkpoint",
+                                                   help="Pretrained tag of --model (see `clipworks pretrained`) or a "
+                                                        "checkpoint file to read into it.")] = None,
     text: Annotated[Path | None, typer.Option(help="Embed the captions in this file, one per line.")] = None,
     out_path: Annotated[Path, typer.Option("--out", help="Output .npy file (float32, one row per input).")] = Path("embeddings.npy"),
     batch_size: Annotated[int, typer.Option(min=1)] = 64,
@@ -43,14 +46,14 @@ def embed(
     """Embed images (or captions with --text) into a .npy; row order is written to OUT.paths.txt."""
     with user_errors():
         if not inputs and text is None:
-            raise ValueError("give image files/directories, or --text FILE")
+            raise UsageError("give image files/directories, or --text FILE")
         if inputs and text is not None:
-            raise ValueError("embed images or --text captions, not both in one run")
-        clip, preprocess = create_model_and_transforms(model, checkpoint=checkpoint, device=device)
+            raise UsageError("embed images or --text captions, not both in one run")
+        clip, _, preprocess = create_model_and_transforms(model, pretrained=pretrained, device=device)
         listing = out_path.with_suffix(".paths.txt")
         if text is not None:
             if not text.is_file():
-                raise FileNotFoundError(f"--text {text}: no such file")
+                raise MissingFileError(f"--text {text}: no such file")
             captions = text.read_text(encoding="utf-8").splitlines()
             with _progress() as bar:
                 task = bar.add_task("captions", total=len(captions))

@@ -7,6 +7,7 @@ import typer
 from rich.console import Console
 
 from ..checkpoints import load_checkpoint, save_pretrained
+from ..errors import UsageError
 from ..interpolate import interpolate as interpolate_models
 from .common import user_errors
 
@@ -24,7 +25,7 @@ def interpolate(
     """WiSE-FT: interpolate two checkpoints of one architecture; the output appears complete or not at all."""
     with user_errors():
         if format not in ("native", "hf"):
-            raise ValueError(f"--format must be 'native' or 'hf', got {format!r}")
+            raise UsageError(f"--format must be 'native' or 'hf', got {format!r}")
         merged = interpolate_models(load_checkpoint(a, config=config), load_checkpoint(b, config=config), alpha)
         save_pretrained(merged, out_dir, format=format)  # type: ignore[arg-type]
         out.print(f"wrote {format} checkpoint (1-{alpha})·{a} + {alpha}·{b} to {out_dir}", highlight=False, soft_wrap=True)

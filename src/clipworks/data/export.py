@@ -15,8 +15,8 @@ from pathlib import Path
 from PIL import Image
 
 from ..fileio import atomic_file
-from ..images import ImageError
-from ..transforms import to_rgb
+from ..image.decode import ImageError
+from ..image.transforms import to_rgb
 from .pairs import DataError, PairSource
 from .shards import ShardWriter
 
@@ -86,7 +86,7 @@ def _encoded(source: PairSource, count: int, workers: int) -> Iterator[_Encoded]
 
 def _count(source: PairSource, limit: int | None) -> int:
     if limit is not None and limit < 1:
-        raise ValueError(f"limit must be at least 1, got {limit}")
+        raise DataError(f"limit must be at least 1, got {limit}")
     return len(source) if limit is None else min(limit, len(source))
 
 
@@ -115,7 +115,7 @@ def export_shards(source: PairSource, out: str | Path, shard_size: int = 10000, 
     Keys are source indices, so a skipped image leaves a gap rather than shifting every later key."""
     out = Path(out)
     if out.is_dir() and any(out.glob("shard-*.tar")):
-        raise ValueError(f"{out} already holds shard-*.tar files; remove them or choose another directory")
+        raise DataError(f"{out} already holds shard-*.tar files; remove them or choose another directory")
     written, skipped = 0, []
     with ShardWriter(out, shard_size) as writer:
         for item in _readable(_encoded(source, _count(source, limit), workers), progress, skipped):
@@ -141,7 +141,7 @@ def export_csv(source: PairSource, out: str | Path, limit: int | None = None, wo
     out = Path(out)
     table = out / "data.csv"
     if table.exists():
-        raise ValueError(f"{table} already exists; remove it or choose another directory")
+        raise DataError(f"{table} already exists; remove it or choose another directory")
     (out / "images").mkdir(parents=True, exist_ok=True)
     rows: list[tuple[str, str, int | None]] = []
     skipped: list[str] = []

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..images import IMAGE_SUFFIXES, load_image
+from ..image.decode import IMAGE_SUFFIXES, load_image
 from .pairs import DataError, Pair, clean_captions
 
 

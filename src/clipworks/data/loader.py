@@ -17,8 +17,8 @@ import numpy as np
 import torch
 import torch.utils.data
 
-from ..images import ImageError
-from ..transforms import ImageTransform, splitmix64
+from ..image.decode import ImageError
+from ..image.transforms import ImageTransform, splitmix64
 from .pairs import DataError, PairSource
 
 _TOKEN_CACHE_LIMIT = 10_000  # distinct captions kept tokenised; template-captioned sets have a few dozen

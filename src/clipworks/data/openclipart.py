@@ -8,7 +8,7 @@ from pathlib import Path
 
 from PIL import Image
 
-from ..images import ImageError
+from ..image.decode import ImageError
 from .pairs import DataError, Pair, clean_captions
 
 DEFAULT_DIR = Path("/usr/share/openclipart/svg")

@@ -9,8 +9,10 @@ from typing import Protocol
 import torch
 from PIL import Image
 
+from ..errors import ClipworksError
 
-class DataError(ValueError):
+
+class DataError(ClipworksError, ValueError):
     """A data source cannot be used as given; the message names the path, column, or shard."""
 
 

@@ -23,7 +23,7 @@ from typing import BinaryIO
 from PIL import Image, UnidentifiedImageError
 
 from ..fileio import atomic_file
-from ..images import ImageError
+from ..image.decode import ImageError
 from . import tar
 from .pairs import DataError, Pair, clean_captions
 

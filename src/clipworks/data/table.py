@@ -5,7 +5,7 @@ from __future__ import annotations
 import csv
 from pathlib import Path
 
-from ..images import load_image
+from ..image.decode import load_image
 from .pairs import DataError, Pair
 
 _EXISTENCE_PROBE = 32  # rows checked at open: a wrong image folder shows up before training, not as 100% skips

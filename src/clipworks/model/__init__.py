@@ -1,4 +1,14 @@
 from .clip import Clip
-from .config import ClipConfig, ConfigError, TextConfig, VisionConfig, get_model_config, list_models
+from .config import (
+                     ClipConfig,
+                     ConfigError,
+                     PreprocessConfig,
+                     TextConfig,
+                     TokenizerConfig,
+                     VisionConfig,
+                     get_model_config,
+                     list_models,
+)
 
-__all__ = ["Clip", "ClipConfig", "ConfigError", "TextConfig", "VisionConfig", "get_model_config", "list_models"]
+__all__ = ["Clip", "ClipConfig", "ConfigError", "PreprocessConfig", "TextConfig", "TokenizerConfig", "VisionConfig",
+           "get_model_config", "list_models"]

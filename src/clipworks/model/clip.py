@@ -1,19 +1,23 @@
-"""Clip: an image tower and a text tower projected into one embedding space, plus the learnable temperature."""
+"""Clip: an image tower and a text tower projected into one embedding space, plus the learnable temperature.
+
+The towers are chosen by the config (``model/towers``); this class only knows their interface. ``forward`` and
+the towers' own ``forward`` are pure — shapes follow input shapes, no host syncs — so they export and compile.
+The conveniences that read the batch (dropping trailing padding) live in ``encode_text`` and the trainer.
+"""
 
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .blocks import QuickGELU
 from .config import ClipConfig
-from .hf_text import HFTextTower
 from .lock import lock_tower
-from .text import TextTransformer
-from .vision import ModifiedResNet, VisionTransformer
+from .towers import TextTower, Tower, build_text_tower, build_vision_tower
 
 LOGIT_SCALE_MAX = 100.0
 
@@ -21,20 +25,20 @@ LOGIT_SCALE_MAX = 100.0
 class Clip(nn.Module):
     def __init__(self, config: ClipConfig):
         super().__init__()
-        self.config = config
-        act: type[nn.Module] = QuickGELU if config.quick_gelu else nn.GELU
-        vcfg = config.vision_cfg
-        self.visual: nn.Module = (
-            ModifiedResNet(vcfg, config.embed_dim) if vcfg.is_resnet else VisionTransformer(vcfg, config.embed_dim, act)
+        self.visual: Tower = build_vision_tower(config)
+        self.text: TextTower = build_text_tower(config)
+        if self.visual.output_dim != self.text.output_dim:
+            from .config import ConfigError
+
+            raise ConfigError(f"the image tower gives {self.visual.output_dim}-d features and the text tower "
+                              f"{self.text.output_dim}-d; embed_dim ({config.embed_dim}) or proj_type must make them equal")
+        # A tower built from a directory records the encoder config it read, so a saved model rebuilds without
+        # that directory; a copy, so the caller's config still means "read the weights from the directory".
+        self.config = dataclasses.replace(
+            config,
+            vision_cfg=_with_hf_config(config.vision_cfg, self.visual),
+            text_cfg=_with_hf_config(config.text_cfg, self.text),
         )
-        tcfg = config.text_cfg
-        self.text: nn.Module = (
-            HFTextTower(tcfg, config.embed_dim) if tcfg.is_hf else TextTransformer(tcfg, config.embed_dim, act)
-        )
-        if isinstance(self.text, HFTextTower) and tcfg.hf_config is None:
-            # Record the encoder's architecture so a saved model rebuilds without its source directory;
-            # a copy, so the caller's config still means "read the weights from the directory".
-            self.config = dataclasses.replace(config, text_cfg=dataclasses.replace(tcfg, hf_config=self.text.hf_config))
         self.logit_scale = nn.Parameter(torch.tensor(float(config.init_logit_scale)))
         self.logit_bias = (
             nn.Parameter(torch.tensor(float(config.init_logit_bias))) if config.init_logit_bias is not None else None
@@ -48,6 +52,10 @@ class Clip(nn.Module):
     def context_length(self) -> int:
         return self.config.text_cfg.context_length
 
+    @property
+    def embed_dim(self) -> int:
+        return self.visual.output_dim
+
     def encode_image(self, images: torch.Tensor, normalize: bool = False) -> torch.Tensor:
         features = self.visual(images)
         return F.normalize(features, dim=-1) if normalize else features
@@ -60,50 +68,68 @@ class Clip(nn.Module):
         token_layer: int = -1,
         token_norm: bool = True,
     ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
-        """Text features; ``return_tokens=True`` returns ``(features, token_states)`` where token_states
+        """Text features of ``tokens`` (trailing padding the tower cannot see is dropped first, so short
+        captions cost little). ``return_tokens=True`` returns ``(features, token_states)`` where token_states
         are the ``[B, L, width]`` hidden states diffusion models condition on: ``token_layer=-1`` with
         ``token_norm=True`` is Stable Diffusion 1.x, ``-2``/``True`` is SD 2.x, ``-2``/``False`` is SDXL."""
         if return_tokens:
-            if not isinstance(self.text, TextTransformer):
-                raise NotImplementedError(
-                    "return_tokens needs the native text transformer; "
-                    "a Hugging Face text tower returns pooled features only"
-                )
-            features, states = self.text(tokens, return_tokens=True, token_layer=token_layer, token_norm=token_norm)
+            features, states = self.text.token_states(tokens, token_layer, token_norm)
             return (F.normalize(features, dim=-1) if normalize else features), states
-        features = self.text(tokens)
+        features = self.text(self.text.trim(tokens))
         return F.normalize(features, dim=-1) if normalize else features
 
     def forward(
-        self, images: torch.Tensor | None = None, tokens: torch.Tensor | None = None
+        self,
+        images: torch.Tensor | None = None,
+        tokens: torch.Tensor | None = None,
+        text_index: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor | None, ...]:
-        """Normalised image and text features and the temperature (clamped at 100 as CLIP trains it),
-        plus ``logit_bias`` when the model has one (SigLIP), as open_clip returns them.
+        """Normalised image and text features and the temperature (clamped at 100 as CLIP trains it), plus
+        ``logit_bias`` when the model has one (SigLIP), as open_clip returns them.
 
-        Repeated captions in a batch (templates, several images per caption) run through the text tower
-        once and are gathered back: the same features and, through the gather, the same gradients.
+        With ``text_index``, ``tokens`` are the distinct captions of the batch and row ``i`` of the text
+        features is caption ``text_index[i]``: repeated captions run through the tower once, and the gather
+        sends their gradients back to it. The trainer finds them (``unique_captions``); the forward stays pure.
         """
         image_features = self.encode_image(images, normalize=True) if images is not None else None
         text_features = None
         if tokens is not None:
-            unique, inverse = torch.unique(tokens, dim=0, return_inverse=True)
-            if len(unique) < len(tokens):
-                text_features = self.encode_text(unique, normalize=True)[inverse]
-            else:
-                text_features = self.encode_text(tokens, normalize=True)
+            text_features = F.normalize(self.text(tokens), dim=-1)
+            if text_index is not None:
+                text_features = text_features[text_index]
         scale = self.logit_scale.exp().clamp(max=LOGIT_SCALE_MAX)
         if self.logit_bias is not None:
             return image_features, text_features, scale, self.logit_bias
         return image_features, text_features, scale
 
+    @property
+    def uses_sigmoid(self) -> bool:
+        """SigLIP-style models score each (image, text) pair on its own: probabilities are per-label sigmoids."""
+        return self.logit_bias is not None
+
+    def logits(self, image_features: torch.Tensor, text_features: torch.Tensor) -> torch.Tensor:
+        """``[images, texts]`` logits of normalised features: scaled cosine, plus the bias when the model has one."""
+        logits = self.logit_scale.exp().clamp(max=LOGIT_SCALE_MAX) * image_features @ text_features.T
+        return logits + self.logit_bias if self.logit_bias is not None else logits
+
+    def probabilities(self, image_features: torch.Tensor, text_features: torch.Tensor) -> torch.Tensor:
+        """Zero-shot probabilities: a softmax over the texts (CLIP), or a sigmoid per text (SigLIP)."""
+        logits = self.logits(image_features, text_features)
+        return logits.sigmoid() if self.uses_sigmoid else logits.softmax(dim=-1)
+
+    def no_weight_decay(self) -> set[str]:
+        names = {"logit_scale", "logit_bias"}
+        for prefix, tower in (("visual.", self.visual), ("text.", self.text)):
+            names |= {prefix + n for n in tower.no_weight_decay()}
+        return names
+
     def set_grad_checkpointing(self, enable: bool = True) -> None:
-        for module in self.modules():
-            if hasattr(module, "grad_checkpointing"):
-                module.grad_checkpointing = enable
+        self.visual.grad_checkpointing = enable
+        self.text.grad_checkpointing = enable
 
     def lock_image_tower(self, unlocked_groups: int = 0, freeze_bn_stats: bool = False) -> None:
-        """LiT: freeze the image tower except its last ``unlocked_groups`` blocks (ViT blocks or ResNet
-        stages) with the final norm and projection; ``freeze_bn_stats`` also stops BatchNorm statistics."""
+        """LiT: freeze the image tower except its last ``unlocked_groups`` blocks (transformer blocks or
+        ResNet/timm stages) with its head; ``freeze_bn_stats`` also stops BatchNorm statistics."""
         lock_tower(self.visual, unlocked_groups, freeze_bn_stats=freeze_bn_stats)
 
     def lock_text_tower(self, unlocked_layers: int = 0, freeze_layer_norm: bool = True) -> None:
@@ -118,3 +144,29 @@ class Clip(nn.Module):
             if getattr(module, "stats_frozen", False):
                 module.eval()
         return self
+
+    # -- Hugging Face habits ------------------------------------------------------------------------------
+    @classmethod
+    def from_pretrained(cls, name_or_path: str | Path, **kwargs: Any) -> Clip:
+        """A model from a directory in any format clipworks reads, a checkpoint file, or ``hf-hub:org/repo``
+        (also a bare ``org/repo`` that is not a local path, as transformers takes it), in eval mode."""
+        from ..factory import create_model
+
+        name = str(name_or_path)
+        if not Path(name).exists() and name.count("/") == 1 and not name.startswith((".", "/", "~", "hf-hub:")):
+            name = "hf-hub:" + name
+        return create_model(name, **kwargs)
+
+    def save_pretrained(self, directory: str | Path, format: str = "native") -> Path:
+        """Write this model (weights, config, tokenizer files) to ``directory`` atomically; ``format="hf"``
+        writes a ``transformers.CLIPModel`` directory."""
+        from ..checkpoints import save_pretrained
+
+        return save_pretrained(self, directory, format=format)  # type: ignore[arg-type]
+
+
+def _with_hf_config(cfg: Any, tower: nn.Module) -> Any:
+    recorded = getattr(tower, "hf_config", None)
+    if recorded is None or getattr(cfg, "hf_config", None) is not None:
+        return cfg
+    return dataclasses.replace(cfg, hf_config=recorded)

@@ -33,23 +33,24 @@ def _set_rng_states(states: tuple[torch.Tensor, torch.Tensor | None], device: to
 
 def grad_cache_step(
     model: nn.Module,
-    micro_batches: Sequence[tuple[torch.Tensor, torch.Tensor]],
+    micro_batches: Sequence[tuple[torch.Tensor, ...]],
     loss_fn: LossFn,
     autocast: Callable[[], contextlib.AbstractContextManager] = contextlib.nullcontext,
 ) -> torch.Tensor:
     """Accumulate into ``.grad`` the gradient of ``loss_fn`` over the concatenated micro-batches; return the loss.
 
     ``model`` may be wrapped in DistributedDataParallel or sharded with FSDP: gradients synchronise once,
-    on the last micro-batch. Its forward returns (image features, text features, scale[, bias]).
+    on the last micro-batch. Each micro-batch is the forward's positional arguments (images, tokens[,
+    text_index]); the forward returns (image features, text features, scale[, bias]).
     """
     inner = model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
     device = micro_batches[0][0].device
     states, image_cache, text_cache = [], [], []
     with torch.no_grad():
-        for images, tokens in micro_batches:
+        for batch in micro_batches:
             states.append(_rng_states(device))
             with autocast():
-                out = inner(images, tokens)
+                out = inner(*batch)
             # float32 at least (bf16 autocast outputs), float64 kept: the loss sums B² terms
             image_cache.append(out[0].to(torch.promote_types(out[0].dtype, torch.float32)))
             text_cache.append(out[1].to(torch.promote_types(out[1].dtype, torch.float32)))
@@ -68,11 +69,11 @@ def grad_cache_step(
     text_grads = text_all.grad.split([len(x) for x in text_cache])
 
     last = len(micro_batches) - 1
-    for k, (images, tokens) in enumerate(micro_batches):
+    for k, batch in enumerate(micro_batches):
         _set_rng_states(states[k], device)
         with _gradient_sync(model, k == last):
             with autocast():
-                out = model(images, tokens)
+                out = model(*batch)
             # Every output joins the backward (extra ones with zero gradient until the last micro-batch) so
             # DDP sees all parameters used; a locked tower's features (LiT) have no graph and stay out.
             outputs = [out[0], out[1], *out[2:]]

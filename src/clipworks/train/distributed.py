@@ -10,6 +10,8 @@ from typing import TypeVar
 import torch
 import torch.distributed as dist
 
+from ..errors import ConfigError
+
 T = TypeVar("T")
 DEVICES = ("auto", "cpu", "cuda")
 
@@ -27,11 +29,11 @@ def init_distributed(device: str = "auto", need_group: bool = False) -> DistEnv:
     each rank on GPU LOCAL_RANK); without torchrun, a single-process env — with a one-rank group when
     ``need_group`` (FSDP shards over a group even when it holds one process)."""
     if device not in DEVICES:
-        raise ValueError(f"device must be one of {', '.join(DEVICES)}, got {device!r}")
+        raise ConfigError(f"device must be one of {', '.join(DEVICES)}, got {device!r}")
     if device == "auto":
         device = "cuda" if torch.cuda.is_available() else "cpu"
     if device == "cuda" and not torch.cuda.is_available():
-        raise ValueError("device 'cuda' was asked for but torch sees no CUDA device")
+        raise ConfigError("device 'cuda' was asked for but torch sees no CUDA device")
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     rank, local_rank = int(os.environ.get("RANK", "0")), int(os.environ.get("LOCAL_RANK", "0"))
     if device == "cuda":

@@ -1,6 +1,6 @@
 """Fully sharded training (FSDP2, ``torch.distributed.fsdp.fully_shard``) for towers too large to copy per rank.
 
-Each transformer block — of either tower, native or Hugging Face — is its own shard unit: gathered just
+Each block of either tower (``Tower.blocks``: transformer blocks, ResNet or timm stages) is its own shard unit: gathered just
 before it runs and freed right after, so a rank holds 1/world of the weights, gradients and AdamW state
 plus one block at full size. The rest (embeddings, projections, temperature) is the root unit.
 
@@ -18,29 +18,27 @@ from typing import Any
 import torch
 import torch.distributed as dist
 from torch import nn
-from torch.distributed.checkpoint.state_dict import (StateDictOptions, get_model_state_dict,
-                                                     get_optimizer_state_dict, set_model_state_dict,
-                                                     set_optimizer_state_dict)
+from torch.distributed.checkpoint.state_dict import (
+    StateDictOptions,
+    get_model_state_dict,
+    get_optimizer_state_dict,
+    set_model_state_dict,
+    set_optimizer_state_dict,
+)
 from torch.distributed.device_mesh import init_device_mesh
 from torch.distributed.fsdp import FSDPModule, fully_shard, register_fsdp_forward_method
 from torch.distributed.tensor import DTensor
 
 from ..checkpoints.strict import load_strict
 from ..model import Clip
-from ..model.blocks import ResidualBlock
-from ..model.hf_text import HFTextTower
 from .distributed import DistEnv
 
 _FULL = StateDictOptions(full_state_dict=True, cpu_offload=True)
 
 
 def shard_units(model: Clip) -> list[nn.Module]:
-    """The modules that become their own FSDP unit: every transformer block of both towers."""
-    units: list[nn.Module] = [m for m in model.modules() if isinstance(m, ResidualBlock)]
-    for module in model.modules():
-        if isinstance(module, HFTextTower):
-            units.extend(module.layers)
-    return units
+    """The modules that become their own FSDP unit: every block of both towers (``Tower.blocks``)."""
+    return [*model.visual.blocks(), *model.text.blocks()]
 
 
 def shard_model(model: Clip, env: DistEnv) -> Clip:

@@ -23,19 +23,33 @@ from torch import nn
 from .. import zeroshot
 from ..checkpoints import load_checkpoint
 from ..data import DataError, PairLoader, PairSource, open_source
+from ..errors import TrainingError, UsageError
 from ..factory import get_tokenizer
 from ..fileio import atomic_file
+from ..image.transforms import image_transform
 from ..loss import ClipLoss, SigLipLoss
 from ..model import Clip, ClipConfig, ConfigError, get_model_config
 from ..model.config import load_config_file
-from ..transforms import image_transform
 from .accumulate import grad_cache_step
-from .checkpoint import (Position, checkpoint_dirs, read_training_checkpoint, resolve_resume,
-                         save_training_checkpoint, set_rng_state)
+from .checkpoint import (
+    Position,
+    checkpoint_dirs,
+    read_training_checkpoint,
+    resolve_resume,
+    save_training_checkpoint,
+    set_rng_state,
+)
 from .config import TrainConfig
 from .distributed import DistEnv, all_reduce_mean, barrier, broadcast_object, cleanup, init_distributed, is_main
-from .fsdp import (clip_grad_norm, full_model_state, full_optimizer_state, load_model_state, load_optimizer_state,
-                   shard_model, sync_replicated_grads)
+from .fsdp import (
+    clip_grad_norm,
+    full_model_state,
+    full_optimizer_state,
+    load_model_state,
+    load_optimizer_state,
+    shard_model,
+    sync_replicated_grads,
+)
 from .metrics import MetricsLogger
 from .optim import build_optimizer, lr_factor, set_lr
 from .progress import TrainProgress
@@ -98,10 +112,10 @@ def check_run_dir(run_dir: Path) -> None:
         probe.write_bytes(b"ok")
         probe.unlink()
     except OSError as e:
-        raise ValueError(f"run directory {run_dir} is not writable: {e}") from e
+        raise UsageError(f"run directory {run_dir} is not writable: {e}") from e
     free = shutil.disk_usage(run_dir).free
     if free < MIN_FREE_BYTES:
-        raise ValueError(f"only {free / 2**20:.0f} MiB free under {run_dir}; checkpoints need at least "
+        raise UsageError(f"only {free / 2**20:.0f} MiB free under {run_dir}; checkpoints need at least "
                          f"{MIN_FREE_BYTES / 2**20:.0f} MiB")
 
 
@@ -124,7 +138,7 @@ def zeroshot_eval(model: Clip, source: PairSource, templates: list[str], limit: 
     """Zero-shot top-1 on ``limit`` images of ``source`` (a fixed random subset; all of it when None)."""
     tokenizer = get_tokenizer(model.config)
     classifier = zeroshot.build_classifier(model, tokenizer, source.class_names, templates, device=device)
-    loader = PairLoader(source, image_transform(model.image_size), tokenizer, batch_size=500, seed=seed, drop_last=False)
+    loader = PairLoader(source, image_transform(model.config.preprocess()), tokenizer, batch_size=500, seed=seed, drop_last=False)
     wanted = len(source) if limit is None else min(limit, len(source))
 
     def batches():
@@ -182,6 +196,16 @@ def _group_ids(cfg: TrainConfig, labels: torch.Tensor | None, tokens: torch.Tens
     return torch.unique(tokens, dim=0, return_inverse=True)[1]  # identical captions are positives
 
 
+def distinct_captions(model: Clip, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The text-tower input of a batch: its distinct captions, trimmed of padding the tower cannot see, and the
+    index that maps each row back (None when all are distinct). Templated captions repeat many times per batch;
+    each runs once, and the forward's gather sends every copy's gradient to it."""
+    unique, inverse = torch.unique(tokens, dim=0, return_inverse=True)
+    if len(unique) == len(tokens):
+        return model.text.trim(tokens), None
+    return model.text.trim(unique), inverse
+
+
 def train(cfg: TrainConfig) -> RunResult:
     """Run ``cfg`` to the end (or resume it); returns what happened. Rank 0 writes; all ranks train."""
     env = init_distributed(cfg.device, need_group=cfg.parallel == "fsdp")
@@ -212,7 +236,7 @@ class _Run:
         self.val_source = open_eval_data(cfg.val_data, cfg.val_split, self.model.image_size) if cfg.val_data else None
         self.templates = cfg.zeroshot_templates or list(zeroshot.SIMPLE_TEMPLATES)
         self.tokenizer = get_tokenizer(self.model.config)
-        transform = image_transform(self.model.image_size, train=cfg.train_augment)
+        transform = image_transform(self.model.config.preprocess(), train=cfg.train_augment)
         self.loader = PairLoader(self.source, transform, self.tokenizer, cfg.batch_size, seed=cfg.seed,
                                  rank=env.rank, world_size=env.world_size, workers=cfg.workers)
         self.total_steps = cfg.max_steps or math.ceil(cfg.epochs * len(self.loader))
@@ -282,7 +306,7 @@ class _Run:
         """Too many non-finite steps in a row: back to the last checkpoint's weights, at a lower learning rate."""
         found = resolve_resume("latest", self.run_dir)
         if found is None:
-            raise RuntimeError(f"{self.guard.in_a_row} non-finite steps in a row and no checkpoint to roll back to")
+            raise TrainingError(f"{self.guard.in_a_row} non-finite steps in a row and no checkpoint to roll back to")
         state = self._read_checkpoint(found)
         load_optimizer_state(self.model, self.optimizer, state["optimizer"])
         self.guard.rollbacks += 1
@@ -297,12 +321,13 @@ class _Run:
         self.optimizer.zero_grad(set_to_none=True)
         if cfg.accum_steps == 1:
             with self.autocast():
-                out = self.ddp(images, tokens)
+                out = self.ddp(images, *distinct_captions(self.model, tokens))
             bias = out[3] if len(out) > 3 else None
             loss = self.loss_fn(out[0].float(), out[1].float(), out[2], bias, group_ids)
             loss.backward()
         else:
-            micro = list(zip(images.chunk(cfg.accum_steps), tokens.chunk(cfg.accum_steps)))
+            micro = [(img, *distinct_captions(self.model, txt))
+                     for img, txt in zip(images.chunk(cfg.accum_steps), tokens.chunk(cfg.accum_steps))]
 
             def loss_of(img: torch.Tensor, txt: torch.Tensor, scale: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
                 return self.loss_fn(img, txt, scale, bias, group_ids)

@@ -15,6 +15,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from ..errors import MissingFileError, UsageError
+
 METRICS_FILE = "metrics.jsonl"
 TENSORBOARD_DIR = "tensorboard"
 RESERVED = ("step", "split", "time")
@@ -96,7 +98,7 @@ def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
     mid-write) is dropped; a broken line anywhere else is an error naming it."""
     path = Path(run_dir) / METRICS_FILE
     if not path.is_file():
-        raise FileNotFoundError(f"{run_dir} has no {METRICS_FILE}: not a clipworks run directory, or nothing logged yet")
+        raise MissingFileError(f"{run_dir} has no {METRICS_FILE}: not a clipworks run directory, or nothing logged yet")
     lines = path.read_text(encoding="utf-8").split("\n")
     records = []
     for number, line in enumerate(lines, start=1):
@@ -107,8 +109,8 @@ def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
         except json.JSONDecodeError as e:
             if number == len(lines):  # no newline after it: the writer was killed mid-line
                 break
-            raise ValueError(f"{path}:{number}: not a JSON object ({e})") from None
+            raise UsageError(f"{path}:{number}: not a JSON object ({e})") from None
         if not isinstance(record, dict) or "step" not in record:
-            raise ValueError(f"{path}:{number}: expected an object with a 'step' field, got {line[:80]!r}")
+            raise UsageError(f"{path}:{number}: expected an object with a 'step' field, got {line[:80]!r}")
         records.append(record)
     return records

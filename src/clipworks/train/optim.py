@@ -10,14 +10,14 @@ import math
 import torch
 from torch import nn
 
+from ..errors import ConfigError
 from .config import TrainConfig
 
-# "embeddings": a Hugging Face text tower's word/position/token-type embedding tables.
-_NO_DECAY_NAMES = ("logit_scale", "logit_bias", "positional_embedding", "class_embedding", "token_embedding", "embeddings")
 
-
-def _exempt_from_decay(name: str, p: torch.Tensor) -> bool:
-    return p.ndim < 2 or any(k in name for k in _NO_DECAY_NAMES)
+def _no_decay_names(model: nn.Module) -> set[str]:
+    """What the towers name as exempt (embeddings, class tokens, probes) plus the temperature and bias."""
+    names = getattr(model, "no_weight_decay", None)
+    return set(names()) if callable(names) else set()
 
 
 def _tower(name: str) -> str:
@@ -32,10 +32,11 @@ def param_groups(model: nn.Module, cfg: TrainConfig) -> list[dict]:
     """Groups keyed by (tower, decay); each carries its own base lr as ``base_lr`` for the schedule."""
     base = {"image": cfg.lr_image or cfg.lr, "text": cfg.lr_text or cfg.lr, "shared": cfg.lr}
     groups: dict[tuple[str, bool], dict] = {}
+    exempt = _no_decay_names(model)
     for name, p in model.named_parameters():
         if not p.requires_grad:
             continue
-        tower, decay = _tower(name), not _exempt_from_decay(name, p)
+        tower, decay = _tower(name), not (p.ndim < 2 or name in exempt)
         g = groups.setdefault((tower, decay), {
             "params": [], "names": [], "weight_decay": cfg.weight_decay if decay else 0.0,
             "base_lr": base[tower], "lr": base[tower], "tower": tower,
@@ -48,7 +49,7 @@ def param_groups(model: nn.Module, cfg: TrainConfig) -> list[dict]:
 def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.AdamW:
     groups = param_groups(model, cfg)
     if not groups:
-        raise ValueError("nothing to train: every parameter is locked (check lock_image / lock_text)")
+        raise ConfigError("nothing to train: every parameter is locked (check lock_image / lock_text)")
     fused = next(model.parameters()).device.type in ("cpu", "cuda")
     for g in groups:
         g.pop("names")

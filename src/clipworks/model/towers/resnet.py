@@ -1,4 +1,4 @@
-"""Image towers: a Vision Transformer and OpenAI's ModifiedResNet, both ending in ``output_dim`` features."""
+"""OpenAI's ModifiedResNet image tower: a 3-conv stem, anti-aliased strides, and attention pooling."""
 
 from __future__ import annotations
 
@@ -8,53 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .blocks import LayerNorm, Transformer
-from .config import VisionConfig
-
-
-class PatchDropout(nn.Module):
-    """Keep a random subset of patch tokens while training (FLIP); the class token is always kept."""
-
-    def __init__(self, prob: float):
-        super().__init__()
-        self.prob = prob
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not self.training or self.prob == 0.0:
-            return x
-        cls, patches = x[:, :1], x[:, 1:]
-        b, n, _ = patches.shape
-        keep = max(1, int(n * (1 - self.prob)))
-        idx = torch.rand(b, n, device=x.device).argsort(dim=-1)[:, :keep]
-        patches = patches.gather(1, idx.unsqueeze(-1).expand(-1, -1, patches.shape[-1]))
-        return torch.cat([cls, patches], dim=1)
-
-
-class VisionTransformer(nn.Module):
-    def __init__(self, cfg: VisionConfig, output_dim: int, act: type[nn.Module]):
-        super().__init__()
-        assert cfg.patch_size is not None and isinstance(cfg.layers, int)
-        self.image_size = cfg.image_size
-        self.patch_size = cfg.patch_size
-        width = cfg.width
-        scale = width**-0.5
-        grid = cfg.image_size // cfg.patch_size
-        self.conv1 = nn.Conv2d(3, width, kernel_size=cfg.patch_size, stride=cfg.patch_size, bias=False)
-        self.class_embedding = nn.Parameter(scale * torch.randn(width))
-        self.positional_embedding = nn.Parameter(scale * torch.randn(grid * grid + 1, width))
-        self.patch_dropout = PatchDropout(cfg.patch_dropout)
-        self.ln_pre = LayerNorm(width)
-        self.transformer = Transformer(width, cfg.layers, cfg.heads, cfg.mlp_ratio, act, cfg.ls_init_value)
-        self.ln_post = LayerNorm(width)
-        self.proj = nn.Parameter(scale * torch.randn(width, output_dim))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.conv1(x.to(self.conv1.weight.dtype)).flatten(2).transpose(1, 2)  # [B, grid*grid, width]
-        cls = self.class_embedding.to(x.dtype).expand(x.shape[0], 1, -1)
-        x = torch.cat([cls, x], dim=1) + self.positional_embedding.to(x.dtype)
-        x = self.patch_dropout(x)
-        x = self.transformer(self.ln_pre(x))
-        return self.ln_post(x[:, 0]) @ self.proj
+from ..config import VisionConfig
+from .base import Part, Tower
 
 
 class Bottleneck(nn.Module):
@@ -115,12 +70,15 @@ class AttentionPool2d(nn.Module):
         return self.c_proj(out)
 
 
-class ModifiedResNet(nn.Module):
-    """OpenAI's ResNet: a 3-conv stem, anti-aliased strides, and attention pooling instead of avgpool."""
+class ModifiedResNet(Tower):
+    """OpenAI's ResNet: a 3-conv stem, anti-aliased strides, and attention pooling instead of avgpool.
 
-    def __init__(self, cfg: VisionConfig, output_dim: int):
+    Its blocks are the four stages; attention pooling (with its projection) is the head."""
+
+    def __init__(self, cfg: VisionConfig, output_dim: int, quick_gelu: bool = False):
         super().__init__()
         assert isinstance(cfg.layers, tuple)
+        self.output_dim = output_dim
         width = cfg.width
         self.image_size = cfg.image_size
         self.conv1 = nn.Conv2d(3, width // 2, 3, stride=2, padding=1, bias=False)
@@ -154,6 +112,15 @@ class ModifiedResNet(nn.Module):
             for name, param in layer.named_parameters():
                 if name.endswith("bn3.weight"):
                     nn.init.zeros_(param)  # each residual branch starts as identity
+
+    def blocks(self) -> list[nn.Module]:
+        return [self.layer1, self.layer2, self.layer3, self.layer4]
+
+    def head(self) -> list[Part]:
+        return [self.attnpool]
+
+    def no_weight_decay(self) -> set[str]:
+        return {"attnpool.positional_embedding"}
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x.to(self.conv1.weight.dtype)

@@ -8,10 +8,12 @@ from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
 
+from ..errors import ClipworksError
+
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff", ".ppm", ".pgm"}
 
 
-class ImageError(ValueError):
+class ImageError(ClipworksError, ValueError):
     """An image file is missing, empty, truncated, or not an image."""
 
 

@@ -27,6 +27,8 @@ import regex
 import torch
 from tokenizers import Tokenizer, models, pre_tokenizers
 
+from ..errors import InputTypeError, TokenizerError
+
 DEFAULT_CONTEXT_LENGTH = 77
 SOT = "<start_of_text>"
 EOT = "<end_of_text>"
@@ -97,7 +99,7 @@ class ClipTokenizer:
         """Cleaned text split at whitespace. No split pattern matches across whitespace, so a text's
         ids are its chunks' ids in order, and a chunk seen before skips both the regex and BPE."""
         if not isinstance(text, str):
-            raise TypeError(f"tokenizer input {index} is {type(text).__name__}, expected str")
+            raise InputTypeError(f"tokenizer input {index} is {type(text).__name__}, expected str")
         return text.lower().split() if _PLAIN_ASCII.fullmatch(text) else clean_text(text).split()
 
     def _learn(self, chunks: list[list[str]]) -> dict[str, list[int]]:
@@ -122,7 +124,7 @@ class ClipTokenizer:
         if isinstance(texts, str):
             texts = [texts]
         elif not isinstance(texts, Sequence) or isinstance(texts, (bytes, bytearray)):
-            raise TypeError(f"tokenizer expects a str or a sequence of str, got {type(texts).__name__}")
+            raise InputTypeError(f"tokenizer expects a str or a sequence of str, got {type(texts).__name__}")
         length = context_length or self.context_length
         _check_length(length)
         keep, eot = length - 2, self.eot_token_id
@@ -168,7 +170,7 @@ class ClipTokenizer:
 
 def _check_length(length: int) -> None:
     if length < 2:
-        raise ValueError(f"context_length must be at least 2 (start and end tokens), got {length}")
+        raise TokenizerError(f"context_length must be at least 2 (start and end tokens), got {length}")
 
 
 @functools.lru_cache(maxsize=8)

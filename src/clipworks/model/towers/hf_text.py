@@ -1,8 +1,9 @@
-"""A text tower wrapping a Hugging Face encoder (BERT, MiniLM, RoBERTa, …) read from a local directory.
+"""A text tower wrapping a Hugging Face encoder (BERT, MiniLM, RoBERTa, XLM-R, …), as open_clip's ``HFTextEncoder``.
 
-Bring-your-own text encoder, as open_clip's ``HFTextEncoder``: the encoder's token states are pooled
-over the non-padding tokens and projected to the shared embedding size. Nothing is downloaded: the
-directory must hold the encoder's config.json and weights. ``transformers`` is needed only here.
+The encoder's token states are pooled (mean over non-padding tokens, the first token, or max) and projected to
+the shared embedding size. The encoder is built from its config (``text_cfg.hf_config``, or the config.json of
+the local directory ``hf_model_name``) and filled from a checkpoint; with no checkpoint, a directory's own
+weights are read. ``transformers`` is needed only here (the ``hf`` extra).
 """
 
 from __future__ import annotations
@@ -15,17 +16,13 @@ from typing import Any
 import torch
 from torch import nn
 
-from .config import ConfigError, TextConfig
+from ...errors import require
+from ..config import ConfigError, TextConfig
+from .base import Part, TextTower
 
 
 def _transformers() -> ModuleType:
-    try:
-        import transformers
-    except ImportError as e:
-        raise ImportError(
-            "a Hugging Face text tower (text_cfg.hf_model_name) needs transformers: pip install transformers"
-        ) from e
-    return transformers
+    return require("transformers", "hf", "a Hugging Face text tower (text_cfg.hf_model_name)")
 
 
 def read_hf_config(directory: str | Path) -> dict[str, Any]:
@@ -85,7 +82,7 @@ def _checked_pad_id(hf_config: dict[str, Any], context_length: int, source: str)
     return pad
 
 
-class HFTextTower(nn.Module):
+class HFTextTower(TextTower):
     """``forward(tokens[B, L]) -> [B, output_dim]``, the ``TextTransformer`` contract.
 
     The attention mask is ``tokens != pad_id``: padding carries no information the ids do not already
@@ -93,7 +90,7 @@ class HFTextTower(nn.Module):
     ``HFTextEncoder`` (``transformer.*``, ``proj``).
     """
 
-    def __init__(self, cfg: TextConfig, output_dim: int):
+    def __init__(self, cfg: TextConfig, output_dim: int, quick_gelu: bool = False):
         super().__init__()
         name = cfg.hf_model_name
         if name is None:
@@ -118,14 +115,30 @@ class HFTextTower(nn.Module):
         self.transformer = encoder.float().train()
         self.pool = _POOLERS[cfg.hf_pooler_type]
         width = int(self.transformer.config.hidden_size)
+        self.output_dim = output_dim if cfg.hf_proj_type != "none" else width
         if cfg.hf_proj_type == "linear":
-            self.proj: nn.Module = nn.Linear(width, output_dim, bias=False)
-        else:
+            self.proj: nn.Module = nn.Linear(width, output_dim, bias=cfg.hf_proj_bias)
+        elif cfg.hf_proj_type == "mlp":
             hidden = (width + output_dim) // 2
             self.proj = nn.Sequential(
                 nn.Linear(width, hidden, bias=False), nn.GELU(), nn.Linear(hidden, output_dim, bias=False)
             )
-        self._grad_checkpointing = False
+        else:
+            self.proj = nn.Identity()
+
+    def blocks(self) -> list[nn.Module]:
+        return list(self.layers)
+
+    def head(self) -> list[Part]:
+        # Without a per-architecture table, the head is whatever the encoder registers after its last block
+        # (a final norm in pre-LN encoders, nothing in BERT), plus our projection.
+        in_layers = {id(p) for p in self.layers.parameters()}
+        params = list(self.transformer.parameters())
+        last = max(i for i, p in enumerate(params) if id(p) in in_layers)
+        return [*params[last + 1 :], self.proj]
+
+    def no_weight_decay(self) -> set[str]:
+        return {name for name, _ in self.named_parameters() if "embeddings" in name}
 
     @property
     def layers(self) -> nn.ModuleList:
@@ -137,14 +150,8 @@ class HFTextTower(nn.Module):
                 return module
         raise ValueError(f"cannot find the {n} encoder layers of {type(self.transformer).__name__}")
 
-    @property
-    def grad_checkpointing(self) -> bool:
-        return self._grad_checkpointing
-
-    @grad_checkpointing.setter
-    def grad_checkpointing(self, enable: bool) -> None:
-        # The attribute Clip.set_grad_checkpointing sets on every tower; Hugging Face has its own switch,
-        # renamed from gradient_ to activation_checkpointing in transformers 5.
+    def set_grad_checkpointing(self, enable: bool) -> None:
+        # Hugging Face has its own switch, renamed from gradient_ to activation_checkpointing in transformers 5.
         model = self.transformer
         kwargs = {"use_reentrant": False}
         if hasattr(model, "activation_checkpointing_enable"):
@@ -156,7 +163,14 @@ class HFTextTower(nn.Module):
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs=kwargs)
         else:
             model.gradient_checkpointing_disable()
-        self._grad_checkpointing = enable
+
+    def trim(self, tokens: torch.Tensor) -> torch.Tensor:
+        # Padding is masked out of attention, so trailing all-padding columns change nothing.
+        if not tokens.numel():
+            return tokens
+        positions = torch.arange(1, tokens.shape[-1] + 1, device=tokens.device)
+        used = int(((tokens != self.pad_id) * positions).max())
+        return tokens[:, : max(used, 1)]
 
     def pooled(self, tokens: torch.Tensor) -> torch.Tensor:
         """Pooled encoder states before the projection, ``[B, width]``."""

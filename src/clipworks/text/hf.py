@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from tokenizers import Tokenizer
 
-from .model.config import TextConfig
+from ..errors import InputTypeError, TokenizerError
 
 # Files a Hugging Face tokenizer is made of; copied next to a saved model so it tokenizes on its own.
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json")
@@ -33,7 +33,7 @@ def _pad_token(directory: Path, tokenizer: Tokenizer) -> tuple[str, int]:
             return token, tokenizer.token_to_id(token)
     if tokenizer.padding is not None:
         return tokenizer.padding["pad_token"], tokenizer.padding["pad_id"]
-    raise ValueError(f"{directory}: the tokenizer names no pad token (special_tokens_map.json, tokenizer_config.json)")
+    raise TokenizerError(f"{directory}: the tokenizer names no pad token (special_tokens_map.json, tokenizer_config.json)")
 
 
 class HFTokenizer:
@@ -44,9 +44,9 @@ class HFTokenizer:
         path = self.directory / "tokenizer.json"
         if not path.is_file():
             what = "has no tokenizer.json" if self.directory.is_dir() else "does not exist"
-            raise FileNotFoundError(f"Hugging Face tokenizer directory {self.directory} {what}")
+            raise TokenizerError(f"Hugging Face tokenizer directory {self.directory} {what}")
         if context_length < 2:
-            raise ValueError(f"context_length must be at least 2 (start and end tokens), got {context_length}")
+            raise TokenizerError(f"context_length must be at least 2 (start and end tokens), got {context_length}")
         self._json = path.read_text(encoding="utf-8")
         self._plain = Tokenizer.from_str(self._json)
         self.pad_token, self.pad_token_id = _pad_token(self.directory, self._plain)
@@ -70,13 +70,13 @@ class HFTokenizer:
         if isinstance(texts, str):
             texts = [texts]
         elif not isinstance(texts, Sequence) or isinstance(texts, (bytes, bytearray)):
-            raise TypeError(f"tokenizer expects a str or a sequence of str, got {type(texts).__name__}")
+            raise InputTypeError(f"tokenizer expects a str or a sequence of str, got {type(texts).__name__}")
         for i, text in enumerate(texts):
             if not isinstance(text, str):
-                raise TypeError(f"tokenizer input {i} is {type(text).__name__}, expected str")
+                raise InputTypeError(f"tokenizer input {i} is {type(text).__name__}, expected str")
         length = context_length or self.context_length
         if length < 2:
-            raise ValueError(f"context_length must be at least 2 (start and end tokens), got {length}")
+            raise TokenizerError(f"context_length must be at least 2 (start and end tokens), got {length}")
         encodings = self._fixed(length).encode_batch(list(texts))
         ids = np.array([e.ids for e in encodings], dtype=np.int64).reshape(len(texts), length)
         return torch.from_numpy(ids)
@@ -89,14 +89,6 @@ class HFTokenizer:
         """Text of a token sequence; special tokens and padding are dropped."""
         ids = [int(i) for i in (ids.tolist() if isinstance(ids, torch.Tensor) else ids)]
         return self._plain.decode(ids, skip_special_tokens=True)
-
-
-def tokenizer_dir(text_cfg: TextConfig) -> Path:
-    """Where a Hugging Face text tower's tokenizer files are: ``hf_tokenizer_name``, else the model directory."""
-    name = text_cfg.hf_tokenizer_name or text_cfg.hf_model_name
-    if name is None:
-        raise ValueError("the text tower is not a Hugging Face encoder (text_cfg.hf_model_name is not set)")
-    return Path(name)
 
 
 @functools.lru_cache(maxsize=8)

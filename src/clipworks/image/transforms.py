@@ -1,8 +1,10 @@
 """Image preprocessing: PIL image → normalised float tensor, numerically identical to open_clip's.
 
-Written on PIL and torch alone (no torchvision at run time). The eval path repeats torchvision's
-``Resize(size, BICUBIC) → CenterCrop → convert('RGB') → ToTensor → Normalize`` step for step, in
-the same order and float32 arithmetic, so outputs match open_clip's bit for bit on RGB photos.
+Written on PIL and torch alone (no torchvision at run time). The eval path repeats open_clip's
+``Resize → CenterCrop → convert('RGB') → ToTensor → Normalize`` step for step, in the same order and float32
+arithmetic, so outputs match open_clip's bit for bit on RGB photos, for each of its resize modes: ``shortest``
+(shorter side to size, centre crop), ``squash`` (both sides to size: SigLIP) and ``longest`` (longer side to
+size, padded with ``fill_color``), with bicubic, bilinear or nearest resampling.
 """
 
 from __future__ import annotations
@@ -17,8 +19,11 @@ import numpy as np
 import torch
 from PIL import Image
 
-OPENAI_CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
-OPENAI_CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+from ..constants import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
+from ..model.config import PreprocessConfig
+
+_RESAMPLE = {"bicubic": Image.Resampling.BICUBIC, "bilinear": Image.Resampling.BILINEAR,
+             "nearest": Image.Resampling.NEAREST}
 
 
 def to_rgb(image: Image.Image) -> Image.Image:
@@ -33,25 +38,39 @@ def to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
-def _resize_shorter(image: Image.Image, size: int) -> Image.Image:
+def _resize_shorter(image: Image.Image, size: int, resample: Image.Resampling = Image.Resampling.BICUBIC) -> Image.Image:
+    """torchvision's ``Resize(size)``: the shorter side becomes ``size``, the longer keeps the aspect (truncated)."""
     w, h = image.size
     short, long = (w, h) if w <= h else (h, w)
     if short == size:
         return image
     new_short, new_long = size, int(size * long / short)
     new_w, new_h = (new_short, new_long) if w <= h else (new_long, new_short)
-    return image.resize((new_w, new_h), Image.Resampling.BICUBIC)
+    return image.resize((new_w, new_h), resample)
 
 
-def _center_crop(image: Image.Image, size: int) -> Image.Image:
+def _resize_longest(image: Image.Image, size: int, resample: Image.Resampling) -> Image.Image:
+    """open_clip's ``ResizeKeepRatio(size, longest=1)``: the longer side becomes ``size`` (sides rounded)."""
     w, h = image.size
-    if w < size or h < size:  # pad with black, as torchvision does, then crop
-        canvas = Image.new(image.mode, (max(w, size), max(h, size)))
+    ratio = max(h / size, w / size)
+    new_h, new_w = round(h / ratio), round(w / ratio)
+    return image if (new_w, new_h) == (w, h) else image.resize((new_w, new_h), resample)
+
+
+def _center_crop(image: Image.Image, size: int, fill: int = 0) -> Image.Image:
+    w, h = image.size
+    if w < size or h < size:  # pad (black unless told), as torchvision and open_clip do, then crop
+        canvas = Image.new(image.mode, (max(w, size), max(h, size)), _fill_value(image.mode, fill))
         canvas.paste(image, ((max(w, size) - w) // 2, (max(h, size) - h) // 2))
         image, (w, h) = canvas, canvas.size
     top = int(round((h - size) / 2.0))
     left = int(round((w - size) / 2.0))
     return image.crop((left, top, left + size, top + size))
+
+
+def _fill_value(mode: str, fill: int) -> int | tuple[int, ...]:
+    bands = len(Image.new(mode, (1, 1)).getbands())
+    return fill if bands == 1 else (fill,) * bands
 
 
 @dataclass
@@ -61,6 +80,9 @@ class ImageTransform:
     image_size: int = 224
     mean: tuple[float, float, float] = OPENAI_CLIP_MEAN
     std: tuple[float, float, float] = OPENAI_CLIP_STD
+    interpolation: str = "bicubic"
+    resize_mode: str = "shortest"
+    fill_color: int = 0
     train: bool = False
     scale: tuple[float, float] = (0.9, 1.0)
     ratio: tuple[float, float] = (3 / 4, 4 / 3)
@@ -70,10 +92,16 @@ class ImageTransform:
         """``rng`` overrides the transform's own stream for this call, so a loader can seed each sample."""
         if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
             image = to_rgb(image)
+        resample = _RESAMPLE[self.interpolation]
+        size = self.image_size
         if self.train:
             image = self._random_resized_crop(image, rng or self.rng)
+        elif self.resize_mode == "squash":
+            image = image if image.size == (size, size) else image.resize((size, size), resample)
+        elif self.resize_mode == "longest":
+            image = _center_crop(_resize_longest(image, size, resample), size, self.fill_color)
         else:
-            image = _center_crop(_resize_shorter(image, self.image_size), self.image_size)
+            image = _center_crop(_resize_shorter(image, size, resample), size, self.fill_color)
         return self.normalize(to_rgb(image))
 
     def normalize(self, image: Image.Image) -> torch.Tensor:
@@ -100,7 +128,7 @@ class ImageTransform:
             cw, ch = self._fallback_crop(w, h)
             top, left = (h - ch) // 2, (w - cw) // 2
         image = image.crop((left, top, left + cw, top + ch))
-        return image.resize((self.image_size, self.image_size), Image.Resampling.BICUBIC)
+        return image.resize((self.image_size, self.image_size), _RESAMPLE[self.interpolation])
 
     def _fallback_crop(self, w: int, h: int) -> tuple[int, int]:
         """(width, height) of the centre crop used when 10 random tries miss: the whole image, ratio-clamped."""
@@ -129,6 +157,9 @@ class ImageTransform:
         """
         if images.dtype != torch.uint8 or images.dim() not in (3, 4):
             raise ValueError(f"tensor_batch takes uint8 [B,H,W] or [B,C,H,W], got {images.dtype} {list(images.shape)}")
+        if self.interpolation != "bicubic" or self.resize_mode == "longest":
+            raise ValueError(f"tensor_batch resamples bicubic with resize_mode 'shortest' or 'squash'; this transform "
+                             f"asks for {self.interpolation} / {self.resize_mode}: use the PIL path (__call__)")
         x = images[:, None] if images.dim() == 3 else images
         if x.shape[1] not in (1, 3):
             raise ValueError(f"tensor_batch takes 1 or 3 channels, got {x.shape[1]} in {list(images.shape)}")
@@ -150,14 +181,19 @@ class ImageTransform:
         return x.div_(255).sub(mean).div_(std)
 
     def _resize_center_crop(self, x: torch.Tensor) -> torch.Tensor:
-        """The eval path on a batch: shorter side to S (skipped when already S), then the centre S×S."""
+        """The eval path on a batch: shorter side to S (skipped when already S), then the centre S×S; or with
+        ``squash`` both sides to S."""
         s = self.image_size
         h, w = x.shape[-2:]
+        zero = np.zeros(1, dtype=np.int64)
+        if self.resize_mode == "squash":
+            if (h, w) == (s, s):
+                return x
+            return _resample(x, _bicubic_matrix(h, s, zero, zero + h), _bicubic_matrix(w, s, zero, zero + w))
         if min(h, w) != s:
             short, long = min(h, w), max(h, w)
             new_long = int(s * long / short)
             new_h, new_w = (new_long, s) if w <= h else (s, new_long)
-            zero = np.zeros(1, dtype=np.int64)
             x = _resample(x, _bicubic_matrix(h, new_h, zero, zero + h), _bicubic_matrix(w, new_w, zero, zero + w))
             h, w = new_h, new_w
         top, left = int(round((h - s) / 2.0)), int(round((w - s) / 2.0))
@@ -240,5 +276,21 @@ def _resample(x: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor) -> torch.
     return x.view(b, rows.shape[1], c, -1).transpose(1, 2)
 
 
-def image_transform(image_size: int, train: bool = False, seed: int | None = None) -> ImageTransform:
-    return ImageTransform(image_size=image_size, train=train, rng=random.Random(seed))
+def image_transform(
+    image_size: int | PreprocessConfig,
+    train: bool = False,
+    seed: int | None = None,
+    **overrides: object,
+) -> ImageTransform:
+    """The transform of a model's ``preprocess_cfg`` (or of OpenAI's defaults at ``image_size``);
+    ``overrides`` replace single fields (``mean=…``, ``resize_mode=…``)."""
+    if isinstance(image_size, PreprocessConfig):
+        cfg = image_size
+        if cfg.size is None:
+            raise ValueError("preprocess_cfg.size is not set; use ClipConfig.preprocess(), which fills in the tower's size")
+        fields = dict(image_size=cfg.size, mean=cfg.mean, std=cfg.std, interpolation=cfg.interpolation,
+                      resize_mode=cfg.resize_mode, fill_color=cfg.fill_color)
+    else:
+        fields = dict(image_size=image_size)
+    fields.update(overrides)
+    return ImageTransform(**fields, train=train, rng=random.Random(seed))  # type: ignore[arg-type]

@@ -1,0 +1,67 @@
+"""What every tower is to the rest of clipworks: a module that embeds a batch, seen as stem → blocks → head.
+
+``Clip``, LiT locking, FSDP sharding, activation checkpointing and the optimizer's decay rules all go through
+this interface, never through a tower's class, so a new tower kind is a new file and nothing else changes.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+Part = nn.Module | nn.Parameter
+
+
+class Tower(nn.Module):
+    """``forward(x) -> [B, output_dim]`` is the pure embedding: no data-dependent shapes, no host syncs.
+
+    ``blocks()`` are the repeated units (transformer blocks, ResNet stages): the granularity of LiT's
+    ``unlocked`` count, of FSDP shard units and of activation checkpointing. ``head()`` is what comes after the
+    last block (final norm, pooling, projection): unlocking any block unlocks it too.
+    """
+
+    output_dim: int
+
+    def blocks(self) -> list[nn.Module]:
+        raise NotImplementedError
+
+    def head(self) -> list[Part]:
+        raise NotImplementedError
+
+    def no_weight_decay(self) -> set[str]:
+        """Names (relative to the tower) of parameters exempt from weight decay beyond gains and biases:
+        embeddings, class tokens, attention-pool probes."""
+        return set()
+
+    @property
+    def grad_checkpointing(self) -> bool:
+        return bool(getattr(self, "_grad_checkpointing", False))
+
+    @grad_checkpointing.setter
+    def grad_checkpointing(self, enable: bool) -> None:
+        self._grad_checkpointing = enable
+        self.set_grad_checkpointing(enable)
+
+    def set_grad_checkpointing(self, enable: bool) -> None:
+        """Recompute each block's activations in the backward pass; towers built on ``Transformer`` get it free."""
+        for module in self.modules():
+            if module is not self and hasattr(module, "grad_checkpointing") and not isinstance(module, Tower):
+                module.grad_checkpointing = enable
+
+
+class TextTower(Tower):
+    """A text tower also says how its input may be shortened before the pure forward (``trim``)."""
+
+    def trim(self, tokens: torch.Tensor) -> torch.Tensor:
+        """``tokens`` with trailing columns that cannot change the output dropped (none by default).
+
+        A causal tower pooled at the end token ignores what follows it, so a batch of short captions need not
+        pay for 77 positions. This reads the batch (a host sync), so it runs in the user-facing and training
+        paths, never inside ``forward``.
+        """
+        return tokens
+
+    def token_states(self, tokens: torch.Tensor, layer: int = -1, norm: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+        """(pooled features, per-token hidden states ``[B, L, width]``) for diffusion conditioning."""
+        raise NotImplementedError(f"return_tokens needs a text tower with per-token states; {type(self).__name__} "
+                                  "returns pooled features only")
