@@ -150,7 +150,7 @@ def test_siglip_multi_positive_bf16_and_grad_checkpointing_run(tmp_path, fm):
 def test_fine_tune_from_native_dir_and_open_clip_state_dict(tmp_path, fm):
     base, _ = run(tmp_path, fm, max_steps=2, out=str(tmp_path / "base"))
     native = base.final_checkpoint / "model"
-    tuned, out = run(tmp_path, fm, max_steps=2, init=str(native), out=str(tmp_path / "ft"), model="tiny-vit")
+    tuned, out = run(tmp_path, fm, max_steps=2, init=str(native), out=str(tmp_path / "ft"), model=None)  # config from init
     start = step0(out)
     assert all(torch.equal(start[k], v) for k, v in weights(base.final_checkpoint).items())
     assert tuned.steps == 2 and not torch.equal(start["visual.proj"], weights(tuned.final_checkpoint)["visual.proj"])

@@ -166,8 +166,12 @@ def test_bad_data_fails_before_training(tmp_path):
         train(TrainConfig.from_dict(base_config(tmp_path, tmp_path / "shards")))
     assert_nothing_trained(out)
 
-    r = runner.invoke(app, ["train", "--data", str(nowhere), "--out", str(out), "--set", "progress=false"])
+    r = runner.invoke(app, ["train", "--model", "tiny-vit", "--data", str(nowhere), "--out", str(out), "--set", "progress=false"])
     assert r.exit_code == 1 and "nowhere.csv: no such file" in r.stderr
+    # no model named: refused, not a silent test-sized default
+    r = runner.invoke(app, ["train", "--data", str(csv), "--out", str(out), "--set", "progress=false"])
+    assert r.exit_code == 1 and "no model to train" in r.stderr
+    assert_nothing_trained(out)
 
 
 def test_unwritable_or_full_run_dir_fails_at_start(tmp_path, fm, monkeypatch):

@@ -43,7 +43,7 @@ def demo_config(out: str | Path, epochs: float = DEMO_EPOCHS, seed: int = 0, **o
         epochs=epochs, batch_size=256, lr=2e-3, weight_decay=0.1, warmup=70, grad_clip=None,
         lock_text=True, lock_text_unlocked_layers=2, lock_text_freeze_layer_norm=False,
         multi_positive="label", out=str(out), seed=seed, save_every=234, keep_last=2, log_every=20, eval_every=702,
-        device="cpu",
+        device="auto",
     )
     return TrainConfig.from_dict({**base, **overrides}, where="demo overrides")
 

@@ -16,7 +16,7 @@ from .common import user_errors
 out = Console()
 
 # Flags for the fields people set most; every other TrainConfig field goes through --set key=value.
-_FLAGS = ("model", "init", "data", "val_data", "out", "epochs", "max_steps", "batch_size", "lr", "precision",
+_FLAGS = ("model", "pretrained", "init", "data", "val_data", "out", "epochs", "max_steps", "batch_size", "lr", "precision",
           "device", "workers", "resume", "seed", "accum_steps", "loss")
 
 
@@ -36,6 +36,7 @@ def _parse_sets(pairs: list[str]) -> dict[str, Any]:
 def train(
     config: Annotated[Path | None, typer.Argument(help="Run file (.json or .toml) holding TrainConfig fields.")] = None,
     model: Annotated[str | None, typer.Option(help="Model config name or JSON (e.g. ViT-B-32, fmnist-vit).")] = None,
+    pretrained: Annotated[str | None, typer.Option(help="Fine-tune from this pretrained tag of --model.")] = None,
     init: Annotated[str | None, typer.Option(help="Start from these weights (any checkpoint format).")] = None,
     data: Annotated[str | None, typer.Option(help="Training pairs: CSV/TSV, image folder, .tar shards, fashion-mnist, openclipart.")] = None,
     val_data: Annotated[str | None, typer.Option(help="Labelled held-out source for zero-shot evaluation.")] = None,
@@ -59,7 +60,7 @@ def train(
 
     with user_errors():
         values: dict[str, Any] = read_train_config(config) if config else {}
-        flags = dict(model=model, init=init, data=data, val_data=val_data, out=out_dir, epochs=epochs, max_steps=max_steps,
+        flags = dict(model=model, pretrained=pretrained, init=init, data=data, val_data=val_data, out=out_dir, epochs=epochs, max_steps=max_steps,
                      batch_size=batch_size, lr=lr, precision=precision, device=device, workers=workers, resume=resume,
                      seed=seed, accum_steps=accum_steps, loss=loss)
         values.update({k: v for k, v in flags.items() if v is not None})
@@ -82,13 +83,15 @@ def demo(
     out_dir: Annotated[Path, typer.Option("--out", help="Run directory for checkpoints, metrics.json and plots.")] = Path("runs/demo"),
     epochs: Annotated[float | None, typer.Option(help="Training epochs over Fashion-MNIST train (default: the tuned recipe).")] = None,
     seed: Annotated[int, typer.Option()] = 0,
+    device: Annotated[str, typer.Option(help="auto (CUDA when there is one), cpu or cuda.")] = "auto",
     overwrite: Annotated[bool, typer.Option(help="Replace what --out already holds.")] = False,
 ) -> None:
     """Train a small ViT CLIP on Fashion-MNIST from scratch and report zero-shot accuracy on its 10k test images."""
     from ..demo import run_demo
 
     with user_errors():
-        result = run_demo(out_dir, seed=seed, overwrite=overwrite, **({} if epochs is None else {'epochs': epochs}))
+        result = run_demo(out_dir, seed=seed, overwrite=overwrite, device=device,
+                          **({} if epochs is None else {'epochs': epochs}))
     m = result.metrics
     out.print(f"zero-shot top-1 {100 * m['zeroshot_top1']:.2f}% on {m['test_images']} Fashion-MNIST test images "
               f"(top-5 {100 * m['zeroshot_top5']:.2f}%), {m['wall_seconds']:.0f} s wall", highlight=False)

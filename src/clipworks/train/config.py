@@ -20,7 +20,8 @@ from ..model import ConfigError
 @dataclass
 class TrainConfig:
     # what to train
-    model: str = "tiny-vit"                 # named config, model-config JSON, or checkpoint dir (with --init)
+    model: str | None = None                # named config, model-config JSON, or hf-hub:org/repo
+    pretrained: str | None = None           # fine-tune from this registry tag of `model` (clipworks pretrained)
     init: str | None = None                 # start from these weights (any format load_checkpoint reads)
     # data
     data: str = ""                          # source spec: CSV/TSV, folder, shards, fashion-mnist, openclipart

@@ -24,12 +24,13 @@ from .. import zeroshot
 from ..checkpoints import load_checkpoint
 from ..data import DataError, PairLoader, PairSource, open_source
 from ..errors import TrainingError, UsageError
-from ..factory import get_tokenizer
+from ..factory import create_model, get_tokenizer
 from ..fileio import atomic_file
 from ..image.transforms import image_transform
 from ..loss import ClipLoss, SigLipLoss
 from ..model import Clip, ClipConfig, ConfigError, get_model_config
 from ..model.config import load_config_file
+from ..pretrained import HF_HUB_PREFIX
 from .accumulate import grad_cache_step
 from .checkpoint import (
     Position,
@@ -72,9 +73,15 @@ class RunResult:
 
 
 def build_model(cfg: TrainConfig) -> Clip:
-    """The model a run starts from: ``init`` weights, or a fresh model of the named/JSON config."""
+    """The model a run starts from: ``init`` weights, ``pretrained`` weights of ``model``, a Hub repo, or a fresh
+    model of the named/JSON config. There is no default: a run that names no model is refused."""
     if cfg.init:
-        model = load_checkpoint(cfg.init, config=None if cfg.model == TrainConfig.model else cfg.model)
+        model = load_checkpoint(cfg.init, config=cfg.model)
+    elif not cfg.model:
+        raise ConfigError("no model to train: set model (a config name such as ViT-B-32, a model-config JSON or "
+                          "hf-hub:org/repo; `clipworks info --list`) or init (weights to start from)")
+    elif cfg.pretrained or cfg.model.startswith(HF_HUB_PREFIX):
+        model = create_model(cfg.model, pretrained=cfg.pretrained)
     else:
         config = load_config_file(cfg.model) if cfg.model.endswith(".json") else get_model_config(cfg.model)
         if cfg.loss == "siglip" and config.init_logit_bias is None:
