@@ -220,3 +220,12 @@ def test_siglip_needs_a_model_with_logit_bias(tmp_path, fm):
     with pytest.raises(ConfigError, match="loss 'siglip' needs a model with logit_bias"):
         train(TrainConfig.from_dict({**first, "init": str(result.final_checkpoint / "model"), "loss": "siglip",
                                      "out": str(tmp_path / "ft")}))
+
+
+def test_demo_takes_a_device_and_refuses_one_it_cannot_use(tmp_path):
+    r = runner.invoke(app, ["demo", "--out", str(tmp_path / "d1"), "--device", "tpu"])
+    assert r.exit_code == 1 and "device must be one of" in r.stderr
+    if not torch.cuda.is_available():
+        r = runner.invoke(app, ["demo", "--out", str(tmp_path / "d2"), "--device", "cuda"])
+        assert r.exit_code == 1 and "no CUDA device" in r.stderr
+    assert not any((tmp_path / d / "checkpoints").exists() for d in ("d1", "d2"))
