@@ -41,12 +41,16 @@ __all__ = ["create_model", "create_model_and_transforms", "create_model_from_pre
            "model_config"]
 
 
+def _is_config_name(name: str) -> bool:
+    base = normalize_model_name(name).removesuffix("-quickgelu")
+    return base in list_models()
+
+
 def _is_path(name: str) -> bool:
-    """A checkpoint path rather than a config name: it looks like one, or exists and names no config."""
-    if name.startswith((".", "/", "~")) or "/" in name.replace("\\", "/") or name.endswith(
-            (".pt", ".pth", ".bin", ".safetensors", ".json")):
+    """A checkpoint path rather than a config name (``ViT-B/32`` is a name; ``./ViT-B-32`` a path)."""
+    if name.startswith((".", "/", "~")) or name.endswith((".pt", ".pth", ".bin", ".safetensors", ".json")):
         return True
-    return Path(name).exists() and normalize_model_name(name) not in list_models()
+    return not _is_config_name(name) and ("/" in name.replace("\\", "/") or Path(name).exists())
 
 
 def _hub_dir(name: str, cache_dir: str | Path | None, weights: bool) -> Path:
