@@ -105,9 +105,10 @@ class VisionConfig:
     timm_drop: float = 0.0
     timm_drop_path: float | None = None
     # a Hugging Face vision encoder (ALIGN's EfficientNet), built from its config.json contents
-    hf_model_name: str | None = None
+    hf_model_name: str | None = None  # a local directory or a Hub repo id
     hf_config: dict[str, Any] | None = None
-    hf_proj_type: str = "none"        # none | linear
+    hf_model_pretrained: bool = True  # without hf_config or a checkpoint: the weights of hf_model_name
+    hf_proj_type: str = "none"        # none | linear (biased with proj_bias)
 
     _UNSUPPORTED = {"attentional_pool": False, "attn_pooler_queries": 256, "attn_pooler_heads": 8,
                     "pos_embed_type": "learnable", "output_tokens": False, "block_type": None, "qk_norm": False,
@@ -237,7 +238,10 @@ INTERPOLATIONS = ("bicubic", "bilinear", "nearest")
 class PreprocessConfig:
     """Eval-time image preprocessing, open_clip's ``preprocess_cfg``: ``shortest`` resizes the shorter side and
     centre-crops, ``squash`` resizes both sides to ``size`` (SigLIP), ``longest`` fits the longer side and pads
-    with ``fill_color``. ``size`` None means the image tower's input size."""
+    with ``fill_color``. ``size`` None means the image tower's input size.
+
+    ``resize_size`` (ours) resizes to that size instead and then takes the centre ``size`` crop, as Hugging Face
+    image processors with a ``crop_size`` smaller than their ``size`` do (ALIGN: squash to 346, crop 289)."""
 
     size: int | None = None
     mode: str = "RGB"
@@ -246,6 +250,7 @@ class PreprocessConfig:
     interpolation: str = "bicubic"
     resize_mode: str = "shortest"
     fill_color: int = 0
+    resize_size: int | None = None
 
     def __post_init__(self) -> None:
         where = "preprocess_cfg"
@@ -265,6 +270,9 @@ class PreprocessConfig:
         _choice(where, "mode", self.mode, ("RGB",))
         _choice(where, "interpolation", self.interpolation, INTERPOLATIONS)
         _choice(where, "resize_mode", self.resize_mode, RESIZE_MODES)
+        if self.resize_size is not None and self.size is not None and self.resize_size < self.size:
+            raise ConfigError(f"{where}.resize_size ({self.resize_size}) must be at least size ({self.size}): "
+                              "it is the size before the centre crop")
 
 
 TOKENIZER_TYPES = ("clip", "hf")
@@ -354,10 +362,11 @@ class ClipConfig:
         a, b = _flatten(dataclasses.asdict(self)), _flatten(dataclasses.asdict(other))
         keys = a.keys() | b.keys()
         keys -= {k for k in keys if k.startswith(("preprocess_cfg.", "tokenizer_cfg."))}  # not architecture
-        if self.text_cfg.hf_config is not None and other.text_cfg.hf_config is not None:
-            keys -= {"text_cfg.hf_model_name"}  # with the encoder's config embedded, its source is provenance
-        if self.vision_cfg.hf_config is not None and other.vision_cfg.hf_config is not None:
-            keys -= {"vision_cfg.hf_model_name"}
+        for tower in ("text_cfg", "vision_cfg"):
+            # With the encoder's config embedded, where it came from (and whether its weights could have been
+            # read from there) is provenance: the architecture is the config, the weights the checkpoint's.
+            if getattr(self, tower).hf_config is not None and getattr(other, tower).hf_config is not None:
+                keys -= {f"{tower}.hf_model_name", f"{tower}.hf_model_pretrained"}
         return sorted(k for k in keys if a.get(k) != b.get(k))
 
     @property
