@@ -169,6 +169,7 @@ HF_PROJECTIONS = ("linear", "mlp", "none")
 # open_clip spells the poolers this way; its config files use these values.
 _OPEN_CLIP_POOLERS = {"mean_pooler": "mean", "cls_pooler": "cls", "max_pooler": "max", "cls_last_hidden_state_pooler": "cls"}
 TEXT_POOLS = ("argmax", "last", "eos", "first")
+OPEN_CLIP_HF_PROJ = "mlp"  # open_clip's default hf_proj_type; ours is "linear"
 
 
 @dataclass
@@ -344,6 +345,16 @@ class ClipConfig:
         return _from_dict(cls, {**data, "vision_cfg": vision, "text_cfg": text, "preprocess_cfg": preprocess,
                                 "tokenizer_cfg": tokenizer or TokenizerConfig()}, where)
 
+    @classmethod
+    def from_open_clip(cls, data: dict[str, Any], where: str = "open_clip model config") -> ClipConfig:
+        """A config open_clip wrote (a hub directory's ``model_cfg``): where open_clip's defaults differ from ours,
+        a key it leaves out means open_clip's value — an HF text tower's projection is open_clip's 2-layer MLP."""
+        text = data.get("text_cfg") if isinstance(data, dict) else None
+        if isinstance(text, dict) and text.get("hf_model_name"):
+            proj = text.get("hf_proj_type", OPEN_CLIP_HF_PROJ)
+            data = {**data, "text_cfg": {**text, "hf_proj_type": "none" if proj is None else proj}}
+        return cls.from_dict(data, where)
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready, without the fields that hold their default (so a saved config reads like the named one)."""
         out: dict[str, Any] = {"embed_dim": self.embed_dim}
@@ -456,4 +467,5 @@ def load_config_file(path: str | Path) -> ClipConfig:
         raise ConfigError(f"cannot read model config {path}: {e}") from e
     if isinstance(data, dict) and "model_cfg" in data:  # an open_clip hub config: model_cfg + preprocess_cfg
         data = {**data["model_cfg"], "preprocess_cfg": data.get("preprocess_cfg", {})}
+        return ClipConfig.from_open_clip(data, where=str(path))
     return ClipConfig.from_dict(data, where=str(path))
