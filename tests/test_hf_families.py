@@ -9,6 +9,7 @@ is downloaded (``HF_HUB_OFFLINE=1``).
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import shutil
 from pathlib import Path
@@ -19,14 +20,14 @@ import torch.nn.functional as F
 
 import clipworks
 from clipworks import CheckpointError, Clip, ConfigError
-from clipworks.checkpoints import load_state, read_config
+from clipworks.checkpoints import hf_align, load_state, read_config
 from clipworks.checkpoints.hf import read_preprocessor
+from clipworks.checkpoints.strict import load_strict
 from clipworks.errors import PretrainedError
 from clipworks.image.transforms import image_transform
 from clipworks.model.config import PreprocessConfig, TextConfig, VisionConfig, get_model_config
 from clipworks.model.towers.hf_text import HFTextTower
 from clipworks.model.towers.hf_vision import HFVisionTower
-
 
 transformers = pytest.importorskip("transformers")
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -193,16 +194,12 @@ def test_unsupported_model_type_lists_the_supported_ones(tmp_path: Path) -> None
 
 
 def test_align_unexpected_keys_are_named(align_dir: Path) -> None:
-    from clipworks.checkpoints import hf_align
-
     cfg, sd, _ = load_state(align_dir)
     converted = hf_align.to_native({"vision_model.extra_head.weight": torch.zeros(1), "temperature": torch.tensor(0.25)},
                                    cfg)
     assert converted["visual.trunk.extra_head.weight"].shape == (1,)
     torch.testing.assert_close(converted["logit_scale"], torch.tensor(4.0).log())
     sd["visual.trunk.extra_head.weight"] = torch.zeros(1)
-    from clipworks.checkpoints.strict import load_strict
-
     with pytest.raises(CheckpointError, match="unexpected 1 key.*visual.trunk.extra_head.weight"):
         load_strict(Clip(cfg), sd, "test")
 
@@ -265,7 +262,11 @@ def test_hf_vision_grad_checkpointing_gives_the_same_gradients(align_pair: tuple
         model = copy.deepcopy(model)  # a copy keeps checkpointing, on its own blocks
         assert model.visual.grad_checkpointing is enable
         count = [0]
-        model.visual.trunk.encoder.blocks[1].depthwise_conv.register_forward_hook(lambda *_: count.__setitem__(0, count[0] + 1))
+
+        def hook(*_: object, count: list[int] = count) -> None:
+            count[0] += 1
+
+        model.visual.trunk.encoder.blocks[1].depthwise_conv.register_forward_hook(hook)
         torch.manual_seed(0)  # drop-connect is on; checkpointing must replay it
         model.encode_image(images).square().sum().backward()
         grads.append(model.visual.trunk.encoder.blocks[0].depthwise_conv.depthwise_conv.weight.grad)
@@ -421,8 +422,6 @@ def test_named_hf_text_configs_resolve_their_encoder_through_the_cache(hub_cache
             encoder, "mean", "mlp")
         assert (cfg.tokenizer_cfg.type, cfg.tokenizer_cfg.name, cfg.quick_gelu) == ("hf", encoder, quick)
     text_cfg = get_model_config("xlm-roberta-base-ViT-B-32").text_cfg
-    import dataclasses
-
     tower = HFTextTower(dataclasses.replace(text_cfg, hf_model_pretrained=False), 512)
     assert tower.pad_id == 1 and tower.hf_config["hidden_size"] == 32 and len(tower.blocks()) == 2
     assert tower(torch.tensor([[0, 4, 5, 2, 1, 1]])).shape == (1, 512)
