@@ -203,11 +203,22 @@ def load_checkpoint(
     """
     try:
         cfg, sd, kind = load_state(path, config)
-        model = Clip(cfg)
+        model = Clip(_encoders_from_config(cfg))
     except ConfigError as e:
         raise CheckpointError(f"{path}: {e}") from e
     load_strict(model, sd, f"checkpoint {path} ({kind} format)")
     return model.to(device).eval()
+
+
+def _encoders_from_config(cfg: ClipConfig) -> ClipConfig:
+    """The checkpoint fills every weight: a Hugging Face tower named by a directory or Hub repo is built from that
+    encoder's config alone, its own weights neither read nor downloaded."""
+    text, vision = cfg.text_cfg, cfg.vision_cfg
+    if text.is_hf and text.hf_config is None:
+        text = dataclasses.replace(text, hf_model_pretrained=False)
+    if vision.kind == "hf" and vision.hf_config is None:
+        vision = dataclasses.replace(vision, hf_model_pretrained=False)
+    return dataclasses.replace(cfg, text_cfg=text, vision_cfg=vision)
 
 
 def save_pretrained(model: Clip, directory: str | Path, format: Format = "native",

@@ -204,13 +204,32 @@ def config_to_hf(config: ClipConfig) -> dict[str, Any]:
 
 
 _RESAMPLE_NAMES = {0: "nearest", 2: "bilinear", 3: "bicubic"}  # PIL's codes, as image processors store them
+# What an image processor does for the keys its preprocessor_config.json leaves out (transformers' class defaults
+# where they differ from CLIPImageProcessor's): EfficientNet's (ALIGN's) squashes to 346 and divides by std twice.
+_PROCESSOR_DEFAULTS: dict[str, dict[str, Any]] = {
+    "EfficientNetImageProcessor": dict(size={"height": 346, "width": 346}, crop_size={"height": 289, "width": 289},
+                                       do_center_crop=False, image_mean=[0.5] * 3, image_std=[0.5] * 3,
+                                       include_top=True),
+}
+
+
+def _side(value: Any, path: Path, key: str) -> dict[str, int]:
+    if isinstance(value, int):
+        return {"height": value, "width": value}
+    if not isinstance(value, dict):
+        raise CheckpointError(f"{path}: {key}={value!r} is not a size")
+    if "height" in value and value.get("width", value["height"]) != value["height"]:
+        raise CheckpointError(f"{path}: {key}={value} is not square; clipworks preprocesses square images")
+    return value
 
 
 def read_preprocessor(directory: str | Path, default: PreprocessConfig) -> PreprocessConfig:
     """The eval preprocessing a Hugging Face ``preprocessor_config.json`` describes, or ``default`` without one.
 
-    ``size: {shortest_edge}`` with a centre crop is open_clip's ``shortest``; ``size: {height, width}`` is
-    ``squash``; ``rescale_factor`` 1/127.5 with ``rescale_offset`` (EfficientNet's [-1, 1]) is mean = std = 0.5.
+    ``size: {shortest_edge}`` is open_clip's ``shortest``, ``size: {height, width}`` its ``squash``; a centre crop
+    smaller than the resize becomes ``resize_size``. Rescaling (``rescale_factor``, EfficientNet's
+    ``rescale_offset``) and normalisation (``image_mean``/``image_std``, EfficientNet's ``include_top``, which
+    divides by the std once more) compose to one affine map per channel: ``mean``/``std`` on [0, 1] pixels.
     """
     path = Path(directory) / "preprocessor_config.json"
     if not path.is_file():
@@ -219,30 +238,49 @@ def read_preprocessor(directory: str | Path, default: PreprocessConfig) -> Prepr
         p = json.loads(path.read_text())
     except (OSError, json.JSONDecodeError) as e:
         raise CheckpointError(f"cannot read {path}: {e}") from e
+    p = {**_PROCESSOR_DEFAULTS.get(str(p.get("image_processor_type", "")).removesuffix("Fast"), {}), **p}
+    if not p.get("do_resize", True):
+        raise CheckpointError(f"{path}: do_resize=false is not supported (clipworks resizes to the model's input size)")
     size = p.get("size") or {}
-    crop = p.get("crop_size") or {}
-    if isinstance(size, int):
-        size = {"shortest_edge": size}
-    if isinstance(crop, int):
-        crop = {"height": crop, "width": crop}
+    size = {"shortest_edge": size} if isinstance(size, int) else _side(size, path, "size")  # an int: older CLIP files
     if "shortest_edge" in size:
-        resize_mode, out = "shortest", crop.get("height", size["shortest_edge"]) if p.get("do_center_crop", True) else size["shortest_edge"]
+        resize_mode, resized = "shortest", size["shortest_edge"]
     elif "height" in size:
-        resize_mode, out = "squash", size["height"]
-        if p.get("do_center_crop") and crop.get("height", out) != out:
-            raise CheckpointError(f"{path}: a squash resize to {out} followed by a {crop.get('height')} crop is not supported")
+        resize_mode, resized = "squash", size["height"]
+    elif size:
+        raise CheckpointError(f"{path}: size={size} is not supported (shortest_edge, or height and width)")
     else:
-        resize_mode, out = default.resize_mode, default.size
-    mean, std = p.get("image_mean", default.mean), p.get("image_std", default.std)
-    if not p.get("do_normalize", True):
-        mean, std = (0.0, 0.0, 0.0), (1.0, 1.0, 1.0)
-    if p.get("rescale_offset"):  # x / 127.5 - 1 == (x / 255 - 0.5) / 0.5, composed with any normalisation
-        mean = tuple(0.5 + 0.5 * m for m in mean)
-        std = tuple(0.5 * s for s in std)
-    elif abs(float(p.get("rescale_factor", 1 / 255)) - 1 / 255) > 1e-9:
-        raise CheckpointError(f"{path}: rescale_factor {p['rescale_factor']} is not supported (1/255, or 1/127.5 with rescale_offset)")
-    return PreprocessConfig(size=out, mean=tuple(mean), std=tuple(std),  # type: ignore[arg-type]
-                            interpolation=_RESAMPLE_NAMES.get(p.get("resample", 3), "bicubic"), resize_mode=resize_mode)
+        resize_mode, resized = default.resize_mode, default.size
+    out = resized
+    if p.get("do_center_crop", True) and p.get("crop_size") is not None:
+        out = _side(p["crop_size"], path, "crop_size")["height"]
+    if resized is not None and out is not None and out > resized:
+        raise CheckpointError(f"{path}: a {out} crop of an image resized to {resized} is not supported")
+    resample = p.get("resample", 3)
+    if resample not in _RESAMPLE_NAMES:
+        raise CheckpointError(f"{path}: resample={resample!r} is not supported; clipworks knows "
+                              + ", ".join(f"{k} ({v})" for k, v in _RESAMPLE_NAMES.items()))
+    # x in [0, 1] → x * scale + shift, channel by channel, through each step the processor takes.
+    scale, shift = [1.0] * 3, [0.0] * 3
+    if p.get("do_rescale", True):
+        factor = float(p.get("rescale_factor", 1 / 255)) * 255
+        scale, shift = [factor] * 3, [-1.0 if p.get("rescale_offset") else 0.0] * 3
+    else:
+        scale = [255.0] * 3
+    mean = p.get("image_mean", default.mean)
+    std = p.get("image_std", default.std)
+    mean, std = ([float(mean)] * 3 if isinstance(mean, (int, float)) else list(mean),
+                 [float(std)] * 3 if isinstance(std, (int, float)) else list(std))
+    if p.get("do_normalize", True):
+        scale = [a / s for a, s in zip(scale, std)]
+        shift = [(b - m) / s for b, m, s in zip(shift, mean, std)]
+    if p.get("include_top"):
+        scale = [a / s for a, s in zip(scale, std)]
+        shift = [b / s for b, s in zip(shift, std)]
+    return PreprocessConfig(size=out, mean=tuple(-b / a for a, b in zip(scale, shift)),  # type: ignore[arg-type]
+                            std=tuple(1 / a for a in scale),  # type: ignore[arg-type]
+                            interpolation=_RESAMPLE_NAMES[resample], resize_mode=resize_mode,
+                            resize_size=resized if resized != out else None)
 
 
 def write_processor_files(directory: Path, config: ClipConfig) -> None:
@@ -261,7 +299,8 @@ def write_processor_files(directory: Path, config: ClipConfig) -> None:
     pre = config.preprocess()
     size = pre.size
     resample = {v: k for k, v in _RESAMPLE_NAMES.items()}[pre.interpolation]
-    resize = {"shortest_edge": size} if pre.resize_mode == "shortest" else {"height": size, "width": size}
+    resized = pre.resize_size or size
+    resize = {"shortest_edge": resized} if pre.resize_mode == "shortest" else {"height": resized, "width": resized}
     (directory / "preprocessor_config.json").write_text(json.dumps({
         "image_processor_type": "CLIPImageProcessor", "do_resize": True, "size": resize,
         "resample": resample, "do_center_crop": True, "crop_size": {"height": size, "width": size},

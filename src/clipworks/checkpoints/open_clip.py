@@ -79,7 +79,7 @@ def config_from_open_clip(data: dict[str, Any], where: str) -> ClipConfig:
     cfg = translate_model_cfg(model_cfg, where)
     preprocess = dict(data.get("preprocess_cfg") or {}) if "model_cfg" in data else {}
     try:
-        return ClipConfig.from_dict({**cfg, "preprocess_cfg": {**cfg.get("preprocess_cfg", {}), **preprocess}}, where)
+        return ClipConfig.from_open_clip({**cfg, "preprocess_cfg": {**cfg.get("preprocess_cfg", {}), **preprocess}}, where)
     except ConfigError as e:
         raise CheckpointError(str(e)) from e
 

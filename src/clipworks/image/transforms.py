@@ -83,6 +83,7 @@ class ImageTransform:
     interpolation: str = "bicubic"
     resize_mode: str = "shortest"
     fill_color: int = 0
+    resize_size: int | None = None  # resize to this, then the centre image_size crop (None: image_size)
     train: bool = False
     scale: tuple[float, float] = (0.9, 1.0)
     ratio: tuple[float, float] = (3 / 4, 4 / 3)
@@ -93,15 +94,16 @@ class ImageTransform:
         if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
             image = to_rgb(image)
         resample = _RESAMPLE[self.interpolation]
-        size = self.image_size
+        size, resized = self.image_size, self.resize_size or self.image_size
         if self.train:
             image = self._random_resized_crop(image, rng or self.rng)
         elif self.resize_mode == "squash":
-            image = image if image.size == (size, size) else image.resize((size, size), resample)
+            image = image if image.size == (resized, resized) else image.resize((resized, resized), resample)
+            image = image if resized == size else _center_crop(image, size)
         elif self.resize_mode == "longest":
-            image = _center_crop(_resize_longest(image, size, resample), size, self.fill_color)
+            image = _center_crop(_resize_longest(image, resized, resample), size, self.fill_color)
         else:
-            image = _center_crop(_resize_shorter(image, size, resample), size, self.fill_color)
+            image = _center_crop(_resize_shorter(image, resized, resample), size, self.fill_color)
         return self.normalize(to_rgb(image))
 
     def normalize(self, image: Image.Image) -> torch.Tensor:
@@ -181,19 +183,20 @@ class ImageTransform:
         return x.div_(255).sub(mean).div_(std)
 
     def _resize_center_crop(self, x: torch.Tensor) -> torch.Tensor:
-        """The eval path on a batch: shorter side to S (skipped when already S), then the centre S×S; or with
-        ``squash`` both sides to S."""
+        """The eval path on a batch: shorter side to R (``resize_size``, else S; skipped when already R), then the
+        centre S×S; or with ``squash`` both sides to R, then the centre S×S."""
         s = self.image_size
+        r = self.resize_size or s
         h, w = x.shape[-2:]
         zero = np.zeros(1, dtype=np.int64)
         if self.resize_mode == "squash":
-            if (h, w) == (s, s):
-                return x
-            return _resample(x, _bicubic_matrix(h, s, zero, zero + h), _bicubic_matrix(w, s, zero, zero + w))
-        if min(h, w) != s:
+            if (h, w) != (r, r):
+                x = _resample(x, _bicubic_matrix(h, r, zero, zero + h), _bicubic_matrix(w, r, zero, zero + w))
+                h, w = r, r
+        elif min(h, w) != r:
             short, long = min(h, w), max(h, w)
-            new_long = int(s * long / short)
-            new_h, new_w = (new_long, s) if w <= h else (s, new_long)
+            new_long = int(r * long / short)
+            new_h, new_w = (new_long, r) if w <= h else (r, new_long)
             x = _resample(x, _bicubic_matrix(h, new_h, zero, zero + h), _bicubic_matrix(w, new_w, zero, zero + w))
             h, w = new_h, new_w
         top, left = int(round((h - s) / 2.0)), int(round((w - s) / 2.0))
@@ -289,7 +292,7 @@ def image_transform(
         if cfg.size is None:
             raise ValueError("preprocess_cfg.size is not set; use ClipConfig.preprocess(), which fills in the tower's size")
         fields = dict(image_size=cfg.size, mean=cfg.mean, std=cfg.std, interpolation=cfg.interpolation,
-                      resize_mode=cfg.resize_mode, fill_color=cfg.fill_color)
+                      resize_mode=cfg.resize_mode, fill_color=cfg.fill_color, resize_size=cfg.resize_size)
     else:
         fields = dict(image_size=image_size)
     fields.update(overrides)

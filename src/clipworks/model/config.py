@@ -105,9 +105,10 @@ class VisionConfig:
     timm_drop: float = 0.0
     timm_drop_path: float | None = None
     # a Hugging Face vision encoder (ALIGN's EfficientNet), built from its config.json contents
-    hf_model_name: str | None = None
+    hf_model_name: str | None = None  # a local directory or a Hub repo id
     hf_config: dict[str, Any] | None = None
-    hf_proj_type: str = "none"        # none | linear
+    hf_model_pretrained: bool = True  # without hf_config or a checkpoint: the weights of hf_model_name
+    hf_proj_type: str = "none"        # none | linear (biased with proj_bias)
 
     _UNSUPPORTED = {"attentional_pool": False, "attn_pooler_queries": 256, "attn_pooler_heads": 8,
                     "pos_embed_type": "learnable", "output_tokens": False, "block_type": None, "qk_norm": False,
@@ -168,6 +169,7 @@ HF_PROJECTIONS = ("linear", "mlp", "none")
 # open_clip spells the poolers this way; its config files use these values.
 _OPEN_CLIP_POOLERS = {"mean_pooler": "mean", "cls_pooler": "cls", "max_pooler": "max", "cls_last_hidden_state_pooler": "cls"}
 TEXT_POOLS = ("argmax", "last", "eos", "first")
+OPEN_CLIP_HF_PROJ = "mlp"  # open_clip's default hf_proj_type; ours is "linear"
 
 
 @dataclass
@@ -237,7 +239,10 @@ INTERPOLATIONS = ("bicubic", "bilinear", "nearest")
 class PreprocessConfig:
     """Eval-time image preprocessing, open_clip's ``preprocess_cfg``: ``shortest`` resizes the shorter side and
     centre-crops, ``squash`` resizes both sides to ``size`` (SigLIP), ``longest`` fits the longer side and pads
-    with ``fill_color``. ``size`` None means the image tower's input size."""
+    with ``fill_color``. ``size`` None means the image tower's input size.
+
+    ``resize_size`` (ours) resizes to that size instead and then takes the centre ``size`` crop, as Hugging Face
+    image processors with a ``crop_size`` smaller than their ``size`` do (ALIGN: squash to 346, crop 289)."""
 
     size: int | None = None
     mode: str = "RGB"
@@ -246,6 +251,7 @@ class PreprocessConfig:
     interpolation: str = "bicubic"
     resize_mode: str = "shortest"
     fill_color: int = 0
+    resize_size: int | None = None
 
     def __post_init__(self) -> None:
         where = "preprocess_cfg"
@@ -265,6 +271,9 @@ class PreprocessConfig:
         _choice(where, "mode", self.mode, ("RGB",))
         _choice(where, "interpolation", self.interpolation, INTERPOLATIONS)
         _choice(where, "resize_mode", self.resize_mode, RESIZE_MODES)
+        if self.resize_size is not None and self.size is not None and self.resize_size < self.size:
+            raise ConfigError(f"{where}.resize_size ({self.resize_size}) must be at least size ({self.size}): "
+                              "it is the size before the centre crop")
 
 
 TOKENIZER_TYPES = ("clip", "hf")
@@ -336,6 +345,16 @@ class ClipConfig:
         return _from_dict(cls, {**data, "vision_cfg": vision, "text_cfg": text, "preprocess_cfg": preprocess,
                                 "tokenizer_cfg": tokenizer or TokenizerConfig()}, where)
 
+    @classmethod
+    def from_open_clip(cls, data: dict[str, Any], where: str = "open_clip model config") -> ClipConfig:
+        """A config open_clip wrote (a hub directory's ``model_cfg``): where open_clip's defaults differ from ours,
+        a key it leaves out means open_clip's value — an HF text tower's projection is open_clip's 2-layer MLP."""
+        text = data.get("text_cfg") if isinstance(data, dict) else None
+        if isinstance(text, dict) and text.get("hf_model_name"):
+            proj = text.get("hf_proj_type", OPEN_CLIP_HF_PROJ)
+            data = {**data, "text_cfg": {**text, "hf_proj_type": "none" if proj is None else proj}}
+        return cls.from_dict(data, where)
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready, without the fields that hold their default (so a saved config reads like the named one)."""
         out: dict[str, Any] = {"embed_dim": self.embed_dim}
@@ -354,10 +373,11 @@ class ClipConfig:
         a, b = _flatten(dataclasses.asdict(self)), _flatten(dataclasses.asdict(other))
         keys = a.keys() | b.keys()
         keys -= {k for k in keys if k.startswith(("preprocess_cfg.", "tokenizer_cfg."))}  # not architecture
-        if self.text_cfg.hf_config is not None and other.text_cfg.hf_config is not None:
-            keys -= {"text_cfg.hf_model_name"}  # with the encoder's config embedded, its source is provenance
-        if self.vision_cfg.hf_config is not None and other.vision_cfg.hf_config is not None:
-            keys -= {"vision_cfg.hf_model_name"}
+        for tower in ("text_cfg", "vision_cfg"):
+            # With the encoder's config embedded, where it came from (and whether its weights could have been
+            # read from there) is provenance: the architecture is the config, the weights the checkpoint's.
+            if getattr(self, tower).hf_config is not None and getattr(other, tower).hf_config is not None:
+                keys -= {f"{tower}.hf_model_name", f"{tower}.hf_model_pretrained"}
         return sorted(k for k in keys if a.get(k) != b.get(k))
 
     @property
@@ -447,4 +467,5 @@ def load_config_file(path: str | Path) -> ClipConfig:
         raise ConfigError(f"cannot read model config {path}: {e}") from e
     if isinstance(data, dict) and "model_cfg" in data:  # an open_clip hub config: model_cfg + preprocess_cfg
         data = {**data["model_cfg"], "preprocess_cfg": data.get("preprocess_cfg", {})}
+        return ClipConfig.from_open_clip(data, where=str(path))
     return ClipConfig.from_dict(data, where=str(path))

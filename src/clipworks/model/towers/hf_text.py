@@ -1,43 +1,31 @@
-"""A text tower wrapping a Hugging Face encoder (BERT, MiniLM, RoBERTa, XLM-R, …), as open_clip's ``HFTextEncoder``.
+"""A text tower wrapping a Hugging Face encoder (BERT, MiniLM, RoBERTa, XLM-R, ALIGN's BERT, …), as open_clip's
+``HFTextEncoder``.
 
 The encoder's token states are pooled (mean over non-padding tokens, the first token, or max) and projected to
-the shared embedding size. The encoder is built from its config (``text_cfg.hf_config``, or the config.json of
-the local directory ``hf_model_name``) and filled from a checkpoint; with no checkpoint, a directory's own
-weights are read. ``transformers`` is needed only here (the ``hf`` extra).
+the shared embedding size. The encoder is built from its config: ``text_cfg.hf_config``, or the config.json of
+``hf_model_name`` — a local directory or a Hub repo id (``xlm-roberta-base``, read through the Hugging Face
+cache) — with random weights that a checkpoint then fills; with ``hf_model_pretrained`` and no checkpoint, the
+directory's or repo's own weights are read. ``transformers`` is needed only here (the ``hf`` extra).
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import torch
 from torch import nn
 
-from ...errors import require
 from ..config import ConfigError, TextConfig
+from . import hf_encoder
 from .base import Part, TextTower
 
-
-def _transformers() -> ModuleType:
-    return require("transformers", "hf", "a Hugging Face text tower (text_cfg.hf_model_name)")
+_WHAT = "a Hugging Face text tower (text_cfg.hf_model_name)"
 
 
-def read_hf_config(directory: str | Path) -> dict[str, Any]:
-    """The encoder's config.json, or an error naming the directory when it is not a model directory."""
-    path = Path(directory)
-    if not (path / "config.json").is_file():
-        what = "has no config.json" if path.is_dir() else "does not exist"
-        raise ConfigError(
-            f"text_cfg.hf_model_name: {path} {what}; it must be a local Hugging Face model directory "
-            "(config.json + weights), nothing is downloaded"
-        )
-    try:
-        return json.loads((path / "config.json").read_text())
-    except (OSError, json.JSONDecodeError) as e:
-        raise ConfigError(f"text_cfg.hf_model_name: cannot read {path / 'config.json'}: {e}") from e
+def read_hf_config(name: str | Path) -> dict[str, Any]:
+    """The encoder's config.json (a local directory's, or a Hub repo's from the cache), or an error naming it."""
+    return hf_encoder.resolve_config(str(name), "text_cfg.hf_model_name")
 
 
 def minilm_dir() -> Path | None:
@@ -98,21 +86,13 @@ class HFTextTower(TextTower):
         self.hf_config = cfg.hf_config if cfg.hf_config is not None else read_hf_config(name)
         self.pad_id = _checked_pad_id(self.hf_config, cfg.context_length, name)
         self.context_length = cfg.context_length
-        transformers = _transformers()
-        if cfg.hf_config is None:
-            encoder = transformers.AutoModel.from_pretrained(name, local_files_only=True)
-        else:
-            config = {k: v for k, v in self.hf_config.items() if k != "model_type"}
-            encoder = transformers.AutoModel.from_config(
-                transformers.AutoConfig.for_model(self.hf_config["model_type"], **config)
-            )
+        pretrained = cfg.hf_config is None and cfg.hf_model_pretrained
+        encoder = hf_encoder.build(self.hf_config, name, pretrained, _WHAT, "text_cfg.hf_model_name")
         # Pooling replaces the encoder's own pooler head; left in, its weights would get no gradient
         # (DDP refuses unused parameters) and would be saved for nothing.
         if isinstance(getattr(encoder, "pooler", None), nn.Module):
             encoder.pooler = None
-        # from_pretrained keeps the file's dtype and returns eval mode; from_config does neither.
-        # Both paths must give the same module, so fix dtype and mode here.
-        self.transformer = encoder.float().train()
+        self.transformer = encoder
         self.pool = _POOLERS[cfg.hf_pooler_type]
         width = int(self.transformer.config.hidden_size)
         self.output_dim = output_dim if cfg.hf_proj_type != "none" else width
@@ -132,23 +112,15 @@ class HFTextTower(TextTower):
     def head(self) -> list[Part]:
         # Without a per-architecture table, the head is whatever the encoder registers after its last block
         # (a final norm in pre-LN encoders, nothing in BERT), plus our projection.
-        in_layers = {id(p) for p in self.layers.parameters()}
-        params = list(self.transformer.parameters())
-        last = max(i for i, p in enumerate(params) if id(p) in in_layers)
-        return [*params[last + 1 :], self.proj]
+        return [*hf_encoder.params_after(self.transformer, self.layers), self.proj]
 
     def no_weight_decay(self) -> set[str]:
         return {name for name, _ in self.named_parameters() if "embeddings" in name}
 
     @property
     def layers(self) -> nn.ModuleList:
-        """The encoder's stack of blocks: the ModuleList as long as ``num_hidden_layers`` (``encoder.layer``
-        for BERT, ``encoder.block`` for T5 …), found by shape rather than a per-architecture table."""
-        n = self.transformer.config.num_hidden_layers
-        for module in self.transformer.modules():
-            if isinstance(module, nn.ModuleList) and len(module) == n:
-                return module
-        raise ValueError(f"cannot find the {n} encoder layers of {type(self.transformer).__name__}")
+        """The encoder's stack of blocks (``encoder.layer`` for BERT, ``encoder.block`` for T5 …), found by shape."""
+        return hf_encoder.find_blocks(self.transformer)
 
     def set_grad_checkpointing(self, enable: bool) -> None:
         # Hugging Face has its own switch, renamed from gradient_ to activation_checkpointing in transformers 5.
