@@ -49,8 +49,8 @@ def pretrained(
         else:  # the stored entries; open_clip's NAME-quickgelu aliases repeat their QuickGELU tags
             entries = [get_pretrained_cfg(m, t) for m, t in list_pretrained(quickgelu_aliases=False)]
         if as_json:
-            for e in entries:
-                out.print_json(json.dumps({k: v for k, v in dataclasses.asdict(e).items() if v not in ("", None, {})}))
+            for e in entries:  # one object a line, unstyled, for scripts
+                typer.echo(json.dumps({k: v for k, v in dataclasses.asdict(e).items() if v not in ("", None, {})}))
             return
         table = Table("model", "pretrained", "hub repo", "notes")
         for column in table.columns:

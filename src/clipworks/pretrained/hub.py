@@ -161,18 +161,18 @@ def download_first(repo: str, filenames: Sequence[str], revision: str | None = N
                    cache_dir: str | Path | None = None, missing: str = "") -> Path:
     """The first of ``filenames`` the repo has (a safetensors file before its pickle twin). Offline, a name the
     cache knows nothing about is passed over for the next; any other failure is reported as it is."""
-    not_cached: NotCachedError | None = None
+    not_cached: list[NotCachedError] = []
     for name in filenames:
         try:
             path = fetch(repo, name, revision, cache_dir)
         except NotCachedError as e:
-            not_cached = not_cached or e
+            not_cached.append(e)
             continue
         if path is not None:
             return path
-    if not_cached is not None:
-        raise NotCachedError(f"{repo}: none of {', '.join(filenames)} is in the Hugging Face cache, and "
-                             f"{str(not_cached).split(': ', 1)[-1]}") from not_cached
+    if not_cached:
+        also = f" (nor could {', '.join(filenames[1:])}, tried in its place)" if len(filenames) > 1 else ""
+        raise NotCachedError(f"{not_cached[0]}{also}") from not_cached[0]
     raise PretrainedError(f"Hugging Face Hub repo {repo} has none of {', '.join(filenames)}"
                           + (f": {missing}" if missing else ""))
 
