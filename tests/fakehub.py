@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import http.server
+import socket
 import threading
 from pathlib import Path
 from urllib.parse import unquote
@@ -35,6 +36,7 @@ class FakeHub:
         self.faults: dict[tuple[str, str], str] = {}
         self.log: list[tuple[str, str]] = []
         self.dropped: dict[str, int] = {}
+        self._connections: set[socket.socket] = set()
         self._blobs: dict[str, bytes] = {}
         self._server: http.server.ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -89,10 +91,17 @@ class FakeHub:
         return self
 
     def stop(self) -> None:
+        """Stop listening and cut the open keep-alive connections too: a client must find the Hub gone."""
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
             self._server = None
+        for conn in list(self._connections):
+            try:
+                conn.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+        self._connections.clear()
 
     def __enter__(self) -> FakeHub:
         return self.start()
@@ -107,6 +116,14 @@ class _Handler(http.server.BaseHTTPRequestHandler):
 
     def log_message(self, format: str, *args: object) -> None:  # quiet
         pass
+
+    def setup(self) -> None:
+        super().setup()
+        self.hub._connections.add(self.connection)
+
+    def finish(self) -> None:
+        self.hub._connections.discard(self.connection)
+        super().finish()
 
     def do_HEAD(self) -> None:
         self._serve(head=True)

@@ -91,7 +91,8 @@ def hub(served, tmp_path, monkeypatch):
     monkeypatch.setattr(hf_constants, "HF_HUB_CACHE", str(cache))
     monkeypatch.setattr(hf_constants, "HF_HUB_OFFLINE", False)
     monkeypatch.setattr(hf_constants, "HF_HUB_DISABLE_XET", True)
-    monkeypatch.setattr(time, "sleep", lambda s: None)  # huggingface_hub's retry back-off
+    fake.sleeps = []
+    monkeypatch.setattr(time, "sleep", fake.sleeps.append)  # huggingface_hub's retry back-off: counted, not slept
     fake.cache = cache
     yield fake
     fake.stop()
@@ -143,6 +144,13 @@ def test_hub_repo_loads_like_its_local_files_and_then_offline(hub, local, repo, 
     assert clipworks.get_tokenizer("hf-hub:" + repo)("a cat").shape[-1] == model.config.context_length
 
 
+def test_unreachable_hub_serves_the_cache_without_retrying(hub, local):
+    clipworks.create_model("hf-hub:test/oc-tiny")
+    hub.stop()  # no HF_HUB_OFFLINE: huggingface_hub finds out by failing to connect
+    assert_same(clipworks.create_model("hf-hub:test/oc-tiny"), load_checkpoint(local["oc"]))
+    assert hub.sleeps == []  # absent side files are known absent at the cached commit: no back-off per file
+
+
 def test_offline_hub_without_cache_says_so(hub, monkeypatch):
     go_offline(hub, monkeypatch)
     with pytest.raises(PretrainedError, match=r"test/oc-tiny/open_clip_config.json is not in the Hugging Face cache.*HF_HUB_OFFLINE=1"):
@@ -150,7 +158,7 @@ def test_offline_hub_without_cache_says_so(hub, monkeypatch):
 
 
 def test_registry_tag_prefers_safetensors_then_pickle(hub, local, registry):
-    pretrained.register_pretrained("tiny-vit", "fake_hub", hub="test/oc-tiny", preprocess={"resize_mode": "squash"})
+    clipworks.register_pretrained("tiny-vit", "fake_hub", hub="test/oc-tiny", preprocess={"resize_mode": "squash"})
     pretrained.register_pretrained("tiny-vit", "fake-bin", hub="test/oc-bin")
     model = clipworks.create_model("tiny-vit", pretrained="FAKE-HUB")  # tags ignore case and -/_
     assert_same(model, load_checkpoint(local["oc"]))

@@ -156,15 +156,23 @@ def render(registry: dict[str, dict[str, dict]]) -> str:
 
 
 def family(model: str, tag: str, entry: dict) -> str:
-    """A coarse family name for the summary."""
-    name = f"{entry['hub']} {model} {tag}".lower()
-    for key, label in (("siglip2", "SigLIP 2"), ("siglip", "SigLIP"), ("metaclip-2", "MetaCLIP 2"),
-                       ("worldwide", "MetaCLIP 2"), ("metaclip", "MetaCLIP"), ("eva", "EVA-CLIP"),
-                       ("mobileclip", "MobileCLIP"), ("convnext", "ConvNeXt"), ("align", "ALIGN"),
-                       ("roberta", "HF text tower"), ("nllb", "HF text tower"), ("coca", "CoCa"),
-                       ("vitamin", "ViTamin"), ("pe-core", "PE"), ("clipa", "CLIPA"), ("openai", "OpenAI CLIP"),
-                       ("laion", "OpenCLIP (LAION)"), ("datacomp", "OpenCLIP (DataComp)"), ("dfn", "DFN")):
+    """A coarse family name for the summary: the architecture family, else who trained the weights."""
+    if entry.get("layout") == "hf":
+        kind = {"clip": "MetaCLIP" if entry["hub"].startswith("facebook/") else "OpenAI CLIP",
+                "metaclip_2": "MetaCLIP 2", "align": "ALIGN",
+                "siglip": "SigLIP 2" if "siglip2" in entry["hub"] else "SigLIP"}.get(entry["model_type"], entry["model_type"])
+        return f"{kind} (hf layout)"
+    name, tag = model.lower(), tag.lower()
+    for key, label in (("siglip2", "SigLIP 2"), ("siglip", "SigLIP"), ("worldwide", "MetaCLIP 2"), ("eva", "EVA-CLIP"),
+                       ("mobileclip", "MobileCLIP"), ("convnext", "ConvNeXt"), ("roberta", "HF text tower"),
+                       ("nllb", "HF text tower"), ("coca", "CoCa"), ("vitamin", "ViTamin"), ("pe-core", "PE"),
+                       ("clipa", "CLIPA")):
         if key in name:
+            return label
+    for key, label in (("openai", "OpenAI CLIP"), ("metaclip", "MetaCLIP"), ("dfn", "DFN"),
+                       ("datacomp", "OpenCLIP DataComp/CommonPool"), ("commonpool", "OpenCLIP DataComp/CommonPool"),
+                       ("laion", "OpenCLIP LAION"), ("yfcc", "OpenCLIP YFCC/CC12M"), ("cc12m", "OpenCLIP YFCC/CC12M")):
+        if key in tag:
             return label
     return "other"
 
@@ -173,7 +181,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--check", action="store_true", help="only compare with the file on disk")
     args = parser.parse_args()
-    counts: collections.Counter = collections.Counter()
+    counts: collections.Counter = collections.Counter({"url only (no Hub repo)": 0})
     registry = open_clip_entries(counts)
     registry.update(hf_entries(counts, set(registry)))
     text = render(registry)

@@ -39,6 +39,7 @@ WEIGHT_FILES = {
 TOKENIZER_ONLY = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "spiece.model",
                   "tokenizer.model", "sentencepiece.bpe.model", "vocab.txt", "vocab.json", "merges.txt", "config.json")
 _SHA256 = re.compile(r"[0-9a-f]{64}")
+_COMMIT = re.compile(r"[0-9a-f]{40}")
 
 
 class NotCachedError(PretrainedError):
@@ -121,6 +122,8 @@ def fetch(repo: str, filename: str, revision: str | None = None, cache_dir: str 
     errors = hub.errors
     what = f"{repo}/{filename}"
     before = _cache_state(repo, filename, revision, cache_dir)
+    if before is not None and not isinstance(before, str) and revision and _COMMIT.fullmatch(revision):
+        return None  # a commit's files never change: its recorded 404 stands, no need to ask (or wait on) the Hub
     try:
         path = Path(hub.hf_hub_download(repo, filename, revision=revision, cache_dir=cache_dir))
     except errors.LocalEntryNotFoundError as e:
@@ -195,6 +198,7 @@ def download_model_dir(name: str, cache_dir: str | Path | None = None, weights: 
     lets a caller refuse an architecture before fetching gigabytes."""
     repo, revision = split_repo(name)
     config = download_first(repo, CONFIG_FILES, revision, cache_dir, missing="not a model clipworks can build")
+    revision = _snapshot_commit(config.parent, revision)
     for side in SIDE_FILES:
         _optional(repo, side, revision, cache_dir)
     if weights:
@@ -202,10 +206,20 @@ def download_model_dir(name: str, cache_dir: str | Path | None = None, weights: 
     return config.parent
 
 
+def _snapshot_commit(directory: Path, revision: str | None) -> str | None:
+    """The commit of a cache snapshot directory (``…/snapshots/<commit>``): the rest of a model is fetched at the
+    commit its config came from, so its files match, and files the cache already holds (or knows to be absent)
+    are answered without asking the Hub."""
+    if directory.parent.name == "snapshots" and _COMMIT.fullmatch(directory.name):
+        return directory.name
+    return revision
+
+
 def download_model_weights(name: str, directory: Path, cache_dir: str | Path | None = None) -> Path:
     """The weights of the Hub model whose config ``download_model_dir`` put in ``directory``: safetensors first,
     every shard of a sharded checkpoint. Returns the file found (the index, for shards)."""
     repo, revision = split_repo(name)
+    revision = _snapshot_commit(directory, revision)
     layout = "open_clip_config.json" if (directory / "open_clip_config.json").is_file() else "config.json"
     weight = download_first(repo, WEIGHT_FILES[layout], revision, cache_dir)
     if weight.name.endswith(".index.json"):
