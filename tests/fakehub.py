@@ -9,7 +9,8 @@ answers for missing and private repos alike), ``RevisionNotFound``, ``EntryNotFo
 ``X-Repo-Commit``, so the absence is recorded in the cache and holds offline).
 
 Here small files are served like git files (ETag = git blob sha1) and weights like LFS files (X-Linked-Etag =
-sha256, 302 to ``http://localhost:{port}/cdn/{sha256}``, which honours ``Range`` for resumed downloads). Faults,
+sha256, 302 to ``http://localhost:{port}/cdn/{sha256}`` — another host name for this server — which honours
+``Range`` for resumed downloads). Faults,
 per (repo, filename): ``short`` (a complete response with fewer bytes than announced), ``drop`` (Content-Length
 promises the whole file, the connection closes halfway — on every attempt, or on the first only with
 ``drop_once``), ``corrupt`` (right size, wrong bytes), ``error`` (HTTP 500 on everything), ``cdn_error`` (the
@@ -24,7 +25,7 @@ import http.server
 import socket
 import threading
 from pathlib import Path
-from urllib.parse import unquote
+from urllib.parse import parse_qs, unquote, urlencode
 
 LFS_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".model")
 
@@ -37,6 +38,9 @@ class FakeHub:
         self.log: list[tuple[str, str]] = []
         self.dropped: dict[str, int] = {}
         self._connections: set[socket.socket] = set()
+        # The CDN is another host, as on the Hub ("localhost" reaches this server when it resolves to 127.0.0.1)
+        first = socket.getaddrinfo("localhost", None, type=socket.SOCK_STREAM)[0][4][0]
+        self.cdn_host = "localhost" if first == "127.0.0.1" else "127.0.0.1"
         self._blobs: dict[str, bytes] = {}
         self._server: http.server.ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -157,23 +161,23 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             git_sha1 = hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
             return self._send(200, head, body=data, headers={"X-Repo-Commit": commit, "ETag": f'"{git_sha1}"'})
         sha256 = hashlib.sha256(data).hexdigest()
-        fault = self.hub.faults.get((repo, filename))
-        query = f"?fault={fault}" if fault else ""
+        query = urlencode({"commit": commit, "fault": self.hub.faults.get((repo, filename), "")})
         return self._send(302, head, headers={
             "X-Repo-Commit": commit, "X-Linked-Etag": f'"{sha256}"', "X-Linked-Size": str(len(data)),
             "ETag": f'"{hashlib.sha1(data).hexdigest()}"',  # the pointer file's etag, as the Hub sends it
-            "Location": f"http://localhost:{self.hub.port}/cdn/{sha256}{query}"})
+            "Location": f"http://{self.hub.cdn_host}:{self.hub.port}/cdn/{sha256}?{query}"})
 
     def _cdn(self, sha256: str, head: bool) -> None:
         data = self.hub._blobs.get(sha256)
         if data is None:
             return self._send(404, head)
-        fault = self.path.partition("?fault=")[2]
+        query = parse_qs(self.path.partition("?")[2])
+        fault = query.get("fault", [""])[0]
         if fault == "cdn_error":
             return self._send(503, head, body=b"unavailable")
         if fault == "corrupt":
             data = data[:-64] + bytes(b ^ 0xFF for b in data[-64:])  # tensor bytes: the file still parses
-        elif fault == "short":
+        elif fault == "short" and not head:
             data = data[: len(data) // 2]
         elif fault == "drop_once" and not head:
             fault = "drop" if self.hub.dropped.setdefault(sha256, 0) == 0 else ""
@@ -183,6 +187,8 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         if range_header and range_header.startswith("bytes="):
             start = int(range_header[len("bytes="):].split("-")[0])
         headers = {"ETag": f'"{sha256}"', "Accept-Ranges": "bytes"}
+        if self.hub.cdn_host == "127.0.0.1":  # the redirect is followed on HEAD: answer with the Hub's metadata
+            headers["X-Repo-Commit"] = query.get("commit", [""])[0]
         status = 206 if start else 200
         if start:
             headers["Content-Range"] = f"bytes {start}-{len(data) - 1}/{len(data)}"

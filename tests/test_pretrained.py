@@ -157,6 +157,18 @@ def test_offline_hub_without_cache_says_so(hub, monkeypatch):
         clipworks.create_model("hf-hub:test/oc-tiny")
 
 
+def test_fresh_process_offline_error(tmp_path):
+    """Nothing else imported first (transformers imports huggingface_hub's submodules): the error is still ours."""
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(tmp_path), "PYTHONPATH": str(ROOT / "src")}
+    r = subprocess.run([sys.executable, "-m", "clipworks", "info", "hf-hub:test/oc-tiny"], env=env,
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 1 and r.stderr.startswith("error: test/oc-tiny/open_clip_config.json is not in the Hugging Face"), r.stderr
+
+
 def test_registry_tag_prefers_safetensors_then_pickle(hub, local, registry):
     clipworks.register_pretrained("tiny-vit", "fake_hub", hub="test/oc-tiny", preprocess={"resize_mode": "squash"})
     pretrained.register_pretrained("tiny-vit", "fake-bin", hub="test/oc-bin")

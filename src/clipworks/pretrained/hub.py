@@ -47,7 +47,11 @@ class NotCachedError(PretrainedError):
 
 
 def _hub():
-    return require("huggingface_hub", "hub", "downloading from the Hugging Face Hub")
+    hub = require("huggingface_hub", "hub", "downloading from the Hugging Face Hub")
+    import huggingface_hub.constants  # noqa: F401  (submodules the package does not import eagerly)
+    import huggingface_hub.errors  # noqa: F401
+
+    return hub
 
 
 def _offline() -> bool:
