@@ -12,7 +12,7 @@ from .errors import (
 from .factory import create_model, create_model_and_transforms, create_model_from_pretrained, get_tokenizer
 from .image.transforms import image_transform
 from .model import Clip, ClipConfig, list_models
-from .pretrained import list_pretrained, list_pretrained_tags_by_model
+from .pretrained import list_pretrained, list_pretrained_tags_by_model, register_pretrained
 from .text import ClipTokenizer, HFTokenizer, tokenize
 
 __version__ = "0.2.0"
@@ -37,6 +37,7 @@ __all__ = [
     "list_pretrained",
     "list_pretrained_tags_by_model",
     "load_checkpoint",
+    "register_pretrained",
     "save_pretrained",
     "tokenize",
 ]

@@ -27,9 +27,12 @@ from .model import Clip, ClipConfig, get_model_config, list_models
 from .model.config import normalize_model_name
 from .pretrained import (
     HF_HUB_PREFIX,
+    PretrainedEntry,
     download_model_dir,
+    download_model_weights,
     download_pretrained,
     get_pretrained_cfg,
+    hf_layout_entries,
     resolve_tokenizer_dir,
 )
 from .text import Tokenizer, build_tokenizer
@@ -53,13 +56,43 @@ def _is_path(name: str) -> bool:
     return not _is_config_name(name) and ("/" in name.replace("\\", "/") or Path(name).exists())
 
 
-def _hub_dir(name: str, cache_dir: str | Path | None, weights: bool) -> Path:
-    return download_model_dir(name, cache_dir=cache_dir, weights=weights)
+def _hub_config(name: str, cache_dir: str | Path | None) -> tuple[ClipConfig, str, Path]:
+    """(config, format, directory) of an ``hf-hub:`` repo from its config files alone; a repo clipworks cannot
+    build is refused here, before its weights are fetched."""
+    directory = download_model_dir(name, cache_dir=cache_dir, weights=False)
+    try:
+        config, fmt = read_config(directory)
+    except (CheckpointError, ConfigError) as e:
+        raise PretrainedError(f"{name}: {e}") from e
+    return config, fmt, directory
+
+
+def _hub_model(name: str, cache_dir: str | Path | None, force_quick_gelu: bool = False) -> Clip:
+    config, _, directory = _hub_config(name, cache_dir)
+    weights = download_model_weights(name, directory, cache_dir)
+    try:
+        return load_checkpoint(directory, config=dataclasses.replace(config, quick_gelu=True) if force_quick_gelu else None)
+    except (CheckpointError, ConfigError) as e:
+        raise PretrainedError(f"{name} ({weights.name}): {e}") from e
 
 
 def _named_config(name: str, force_quick_gelu: bool) -> ClipConfig:
-    config = get_model_config(name)
+    try:
+        config = get_model_config(name)
+    except ConfigError as e:
+        aliases = hf_layout_entries(name)
+        if aliases:  # a registry name for a whole Hub model: it has no config of its own to build at random
+            raise ConfigError(f"{name} is a Hugging Face Hub model, not a config: load it with pretrained="
+                              f"{aliases[0].tag!r} or as {aliases[0].hf_hub_name!r}") from e
+        raise
     return dataclasses.replace(config, quick_gelu=True) if force_quick_gelu else config
+
+
+def _registry_entry(model_name: str, pretrained: str | None) -> PretrainedEntry | None:
+    """The registry entry ``pretrained`` names for ``model_name``; None when it is a path (or None)."""
+    if pretrained is None or _is_path(pretrained):
+        return None
+    return get_pretrained_cfg(model_name, pretrained)
 
 
 def model_config(model_name: str | ClipConfig, pretrained: str | None = None, cache_dir: str | Path | None = None,
@@ -68,13 +101,14 @@ def model_config(model_name: str | ClipConfig, pretrained: str | None = None, ca
     if isinstance(model_name, ClipConfig):
         return model_name
     if model_name.startswith(HF_HUB_PREFIX):
-        return read_config(_hub_dir(model_name, cache_dir, weights=False))[0]
+        return _hub_config(model_name, cache_dir)[0]
     if _is_path(model_name):
         return read_config(model_name)[0]
+    entry = _registry_entry(model_name, pretrained)
+    if entry is not None and entry.layout == "hf":
+        return _hub_config(entry.hf_hub_name, cache_dir)[0]
     config = _named_config(model_name, force_quick_gelu)
-    if pretrained and not _is_path(pretrained):
-        config = get_pretrained_cfg(model_name, pretrained).apply(config)
-    return config
+    return entry.apply(config) if entry is not None else config
 
 
 def create_model(
@@ -95,22 +129,26 @@ def create_model(
     elif model_name.startswith(HF_HUB_PREFIX) or (_is_path(model_name)):
         if pretrained is not None:
             raise ConfigError(f"{model_name} already names its weights; pretrained={pretrained!r} cannot be applied to it")
-        path = _hub_dir(model_name, cache_dir, weights=True) if model_name.startswith(HF_HUB_PREFIX) else model_name
-        model = load_checkpoint(path)
+        if model_name.startswith(HF_HUB_PREFIX):
+            model = _hub_model(model_name, cache_dir, force_quick_gelu)
+        else:
+            model = load_checkpoint(model_name)
     else:
         model_name = normalize_model_name(model_name)
-        config = _named_config(model_name, force_quick_gelu)
-        if pretrained is None:
-            model = Clip(config).eval()
-        elif _is_path(pretrained):
-            model = load_checkpoint(pretrained, config=config)
-        else:
-            entry = get_pretrained_cfg(model_name, pretrained)
+        entry = _registry_entry(model_name, pretrained)
+        if entry is not None and entry.layout == "hf":
+            model = _hub_model(entry.hf_hub_name, cache_dir, force_quick_gelu)
+        elif entry is not None:
+            config = entry.apply(_named_config(model_name, force_quick_gelu))
             weights = download_pretrained(entry, cache_dir=cache_dir)
             try:
-                model = load_checkpoint(weights, config=entry.apply(config))
-            except CheckpointError as e:
-                raise PretrainedError(f"{model_name}/{pretrained} from {entry.hub}: {e}") from e
+                model = load_checkpoint(weights, config=config)
+            except (CheckpointError, ConfigError) as e:
+                raise PretrainedError(f"{model_name}/{entry.tag}: {entry.hub}/{weights.name} does not fit: {e}") from e
+        elif pretrained is None:
+            model = Clip(_named_config(model_name, force_quick_gelu)).eval()
+        else:
+            model = load_checkpoint(pretrained, config=_named_config(model_name, force_quick_gelu))
     return model.to(device=device, dtype=_DTYPES[precision])
 
 
@@ -164,19 +202,22 @@ def describe(model_name: str, pretrained: str | None = None, config: str | None 
     """What a model is, from its config alone (no weights are loaded; a bare state-dict file is read to infer
     one): format, tower kinds, embedding size, parameter count, preprocessing, tokenizer, full config."""
     summary: dict[str, object] = {}
-    if model_name.startswith(HF_HUB_PREFIX):
-        directory = _hub_dir(model_name, cache_dir, weights=False)
-        cfg, fmt = read_config(directory)
-        summary.update(name=model_name, format=fmt, path=str(directory))
+    entry = None if model_name.startswith(HF_HUB_PREFIX) or _is_path(model_name) else _registry_entry(
+        model_name, pretrained)
+    if model_name.startswith(HF_HUB_PREFIX) or (entry is not None and entry.layout == "hf"):
+        hub_name = model_name if entry is None else entry.hf_hub_name
+        cfg, fmt, directory = _hub_config(hub_name, cache_dir)
+        summary.update(name=hub_name, format=fmt, path=str(directory))
+        if entry is not None:
+            summary.update(pretrained=entry.tag, hub=entry.hub)
     elif _is_path(model_name):
         cfg, fmt = read_config(model_name, config)
         summary.update(path=model_name, format=fmt)
     else:
         cfg = model_config(model_name, pretrained, cache_dir)
         summary.update(name=normalize_model_name(model_name))
-        if pretrained:
-            entry = get_pretrained_cfg(model_name, pretrained)
-            summary.update(pretrained=entry.tag, hub=entry.hub)
+        if entry is not None:
+            summary.update(pretrained=entry.tag, hub=entry.hub, file=entry.file)
     summary.update(vision_tower=cfg.vision_cfg.kind, text_tower=cfg.text_cfg.kind, parameters=count_parameters(cfg),
                    preprocess=dataclasses.asdict(cfg.preprocess()), tokenizer=dataclasses.asdict(cfg.tokenizer_cfg),
                    context_length=cfg.context_length, config=cfg.to_dict())

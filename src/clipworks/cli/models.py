@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import dataclasses
 import json
 from typing import Annotated
 
@@ -11,8 +12,8 @@ from ..checkpoints import load_checkpoint, save_pretrained
 from ..errors import UsageError
 from ..factory import describe
 from ..model import list_models
-from ..model.config import normalize_model_name
-from ..pretrained import get_pretrained_cfg, list_pretrained
+from ..model.config import QUICKGELU_SUFFIX, normalize_model_name
+from ..pretrained import DEFAULT_FILE, PretrainedEntry, get_pretrained_cfg, list_pretrained, list_pretrained_tags_by_model
 from .common import user_errors
 
 out = Console()
@@ -34,24 +35,42 @@ def info(
 
 
 def pretrained(
-    model: Annotated[str | None, typer.Argument(help="Only this model config's tags.")] = None,
+    model: Annotated[str | None, typer.Argument(help="Only this model's tags (NAME-quickgelu: its QuickGELU tags).")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="JSON lines instead of a table.")] = False,
 ) -> None:
-    """List the pretrained weights clipworks knows by name (config, tag, Hub repo)."""
+    """List the pretrained weights clipworks knows by name: model, tag, Hub repo, file, what the weights need."""
     with user_errors():
-        pairs = list_pretrained()
         if model is not None:
-            pairs = [(m, t) for m, t in pairs if m == normalize_model_name(model)]
-            if not pairs:
-                get_pretrained_cfg(model, "")  # raises, listing the models that have weights
+            name = normalize_model_name(model)
+            tags = list_pretrained_tags_by_model(name)
+            if not tags:
+                get_pretrained_cfg(name, "")  # raises, listing the models that have weights
+            entries = [get_pretrained_cfg(name, t) for t in tags]
+        else:  # the stored entries; open_clip's NAME-quickgelu aliases repeat their QuickGELU tags
+            entries = [get_pretrained_cfg(m, t) for m, t in list_pretrained(quickgelu_aliases=False)]
         if as_json:
-            for m, t in pairs:
-                out.print_json(json.dumps({"model": m, "tag": t, "hub": get_pretrained_cfg(m, t).hub}))
+            for e in entries:  # one object a line, unstyled, for scripts
+                typer.echo(json.dumps({k: v for k, v in dataclasses.asdict(e).items() if v not in ("", None, {})}))
             return
-        table = Table("model", "pretrained", "hub repo")
-        for m, t in pairs:
-            table.add_row(m, t, get_pretrained_cfg(m, t).hub)
+        table = Table("model", "pretrained", "hub repo", "notes")
+        for column in table.columns:
+            column.overflow = "fold"  # a repo id cut short is useless: wrap it instead
+        for e in entries:
+            table.add_row(e.model, e.tag, e.hub, _notes(e))
         out.print(table)
+        if model is None:
+            out.print(f"{len(entries)} weights; a QuickGELU tag is also listed under NAME{QUICKGELU_SUFFIX}, as in open_clip. "
+                      "Load one with create_model(model, pretrained=tag), or any Hub repo as hf-hub:org/name.")
+
+
+def _notes(entry: PretrainedEntry) -> str:
+    """What the weights need beyond their config, and a file other than open_clip's default."""
+    if entry.layout == "hf":
+        return f"whole model ({entry.model_type or 'hf'} layout)"
+    parts = [entry.file] if entry.file != DEFAULT_FILE else []
+    parts += ["QuickGELU"] if entry.quick_gelu else []
+    parts += [f"{k}={v}" for k, v in entry.preprocess.items()]
+    return ", ".join(parts)
 
 
 def convert(
