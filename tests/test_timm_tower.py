@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import photo
 from safetensors.torch import save_file
 
 import clipworks
@@ -22,8 +23,6 @@ from clipworks.model.towers.timm_vision import TimmVisionTower
 from clipworks.train.config import TrainConfig
 from clipworks.train.fsdp import shard_units
 from clipworks.train.optim import param_groups
-
-from conftest import photo
 
 open_clip = pytest.importorskip("open_clip")
 timm = pytest.importorskip("timm")
@@ -267,7 +266,8 @@ def test_train_step_with_locked_stages_and_frozen_batchnorm_stats(mobileclip_mod
     assert not model.visual.trunk.stem[0].conv_kxk[0].bn.training and model.visual.trunk.stages[3].training
 
 
-def test_grad_checkpointing_recomputes_the_stages_with_the_same_gradients(mobileclip_model: Clip, mobileclip: Reference) -> None:
+def test_grad_checkpointing_recomputes_the_stages_with_the_same_gradients(mobileclip_model: Clip,
+                                                                          mobileclip: Reference) -> None:
     model = copy.deepcopy(mobileclip_model).eval()
     calls = []
     model.visual.trunk.stages[1].blocks[0].register_forward_pre_hook(lambda *a: calls.append(1))
@@ -290,7 +290,8 @@ def test_grad_checkpointing_recomputes_the_stages_with_the_same_gradients(mobile
     assert not any(stage.grad_checkpointing for stage in model.visual.trunk.stages)
 
 
-def test_reparameterize_fuses_mobileone_branches_and_keeps_the_embeddings(mobileclip_model: Clip, mobileclip: Reference) -> None:
+def test_reparameterize_fuses_mobileone_branches_and_keeps_the_embeddings(mobileclip_model: Clip,
+                                                                          mobileclip: Reference) -> None:
     model = copy.deepcopy(mobileclip_model).eval()
     with torch.no_grad():
         want = model.encode_image(mobileclip.images)
@@ -319,3 +320,19 @@ def test_missing_timm_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_bad_timm_configs_are_refused_by_name(fields: dict, match: str) -> None:
     with torch.device("meta"), pytest.raises(ConfigError, match=match):
         TimmVisionTower(VisionConfig(**fields), 512)
+
+
+def test_native_save_and_load_round_trip_a_timm_tower(tmp_path: Path, one_thread) -> None:
+    cfg = clipworks.ClipConfig.from_dict({
+        "embed_dim": 32, "vision_cfg": {"image_size": 64, "timm_model_name": "test_convnext", "timm_pool": "",
+                                        "timm_proj": "mlp", "timm_proj_bias": True},
+        "text_cfg": {"width": 64, "heads": 2, "layers": 2, "no_causal_mask": True},
+        "preprocess_cfg": {"mean": 0, "std": 1, "interpolation": "bilinear"}})
+    torch.manual_seed(0)
+    model = Clip(cfg).eval()
+    model.save_pretrained(tmp_path / "m")
+    back = Clip.from_pretrained(tmp_path / "m")
+    assert back.config.vision_cfg == cfg.vision_cfg and back.config.preprocess_cfg == cfg.preprocess_cfg
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        assert torch.equal(back.encode_image(x), model.encode_image(x))

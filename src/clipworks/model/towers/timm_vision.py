@@ -125,11 +125,11 @@ class TimmVisionTower(Tower):
         # A fixed-size trunk (a timm ViT without dynamic_img_size) would only fail at the first forward.
         pcfg = getattr(self.trunk, "pretrained_cfg", {}) or {}
         patch_embed = getattr(self.trunk, "patch_embed", None)
-        size = getattr(patch_embed, "img_size", None)
-        if size is not None and not getattr(patch_embed, "dynamic_img_size", False) and pcfg.get("fixed_input_size"):
-            if tuple(size) != (image_size, image_size):
-                raise ConfigError(f"vision_cfg.image_size is {image_size}, but timm model {self.model_name} takes "
-                                  f"{tuple(size)[0]}x{tuple(size)[1]} images")
+        size = tuple(getattr(patch_embed, "img_size", None) or ())
+        fixed = pcfg.get("fixed_input_size") and not getattr(patch_embed, "dynamic_img_size", False)
+        if size and fixed and size != (image_size, image_size):
+            raise ConfigError(f"vision_cfg.image_size is {image_size}, but timm model {self.model_name} takes "
+                              f"{size[0]}x{size[1]} images")
 
     # -- the Tower interface ---------------------------------------------------------------------------------
     def blocks(self) -> list[nn.Module]:
