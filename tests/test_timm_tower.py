@@ -29,17 +29,11 @@ timm = pytest.importorskip("timm")
 
 TOL = 1e-5
 CAPTIONS = ["a photo of an astronaut", "a cup of coffee", "a diagram of a rocket engine, with a longer caption " * 2]
-# Every named config that is a timm tower, with the open_clip pretrained tag its preprocessing comes from.
-NAMED = {
-    "MobileCLIP-S1": "datacompdr", "MobileCLIP-S2": "datacompdr", "MobileCLIP-B": "datacompdr",
-    "MobileCLIP2-S0": "dfndr2b", "MobileCLIP2-S2": "dfndr2b", "MobileCLIP2-S3": "dfndr2b", "MobileCLIP2-S4": "dfndr2b",
-    "MobileCLIP2-B": "dfndr2b", "MobileCLIP2-L-14": "dfndr2b",
-    "convnext_base": "laion400m_s13b_b51k", "convnext_base_w": "laion2b_s13b_b82k",
-    "convnext_base_w_320": "laion_aesthetic_s13b_b82k", "convnext_large_d": "laion2b_s26b_b102k_augreg",
-    "convnext_large_d_320": "laion2b_s29b_b131k_ft", "convnext_xxlarge": "laion2b_s34b_b82k_augreg",
-    "convnext_xxlarge_320": None, "convnext_tiny": None, "convnext_small": None, "convnext_large": None,
-    "convnext_xlarge": None,
-}
+# Every named config that is a timm tower: all of open_clip's MobileCLIP and ConvNeXt configs.
+NAMED = ["MobileCLIP-S1", "MobileCLIP-S2", "MobileCLIP-B", "MobileCLIP2-S0", "MobileCLIP2-S2", "MobileCLIP2-S3",
+         "MobileCLIP2-S4", "MobileCLIP2-B", "MobileCLIP2-L-14", "convnext_tiny", "convnext_small", "convnext_base",
+         "convnext_base_w", "convnext_base_w_320", "convnext_large", "convnext_large_d", "convnext_large_d_320",
+         "convnext_xlarge", "convnext_xxlarge", "convnext_xxlarge_320"]
 
 
 def open_clip_model(name: str) -> torch.nn.Module:
@@ -112,9 +106,25 @@ def convnext(tmp_path_factory, one_thread) -> Reference:
     return Reference("convnext_tiny", None, tmp_path_factory.mktemp("convnext"))  # open_clip's smallest ConvNeXt
 
 
+def _loaded(ref: Reference) -> tuple[Clip, object]:
+    """The hub directory through ``create_model_and_transforms``: (model, eval preprocessing)."""
+    model, _, preprocess = clipworks.create_model_and_transforms(str(ref.hub))
+    return model, preprocess
+
+
 @pytest.fixture(scope="module")
-def mobileclip_model(mobileclip: Reference) -> Clip:
-    return load_checkpoint(mobileclip.hub)
+def mobileclip_loaded(mobileclip: Reference) -> tuple[Clip, object]:
+    return _loaded(mobileclip)
+
+
+@pytest.fixture(scope="module")
+def convnext_loaded(convnext: Reference) -> tuple[Clip, object]:
+    return _loaded(convnext)
+
+
+@pytest.fixture(scope="module")
+def mobileclip_model(mobileclip_loaded: tuple[Clip, object]) -> Clip:
+    return mobileclip_loaded[0]  # tests that change it work on a copy
 
 
 # -- parity with open_clip ---------------------------------------------------------------------------------------
@@ -122,12 +132,11 @@ def mobileclip_model(mobileclip: Reference) -> Clip:
 def test_open_clip_hub_dir_and_bare_state_dict_give_open_clips_embeddings_and_preprocessing(family: str, request) -> None:
     ref: Reference = request.getfixturevalue(family)
     assert torch.equal(clipworks.get_tokenizer(ref.name)(CAPTIONS), ref.tokens)
-    model, _, preprocess = clipworks.create_model_and_transforms(str(ref.hub))
+    model, preprocess = request.getfixturevalue(family + "_loaded")  # create_model_and_transforms(hub dir)
     assert model.config.vision_cfg.kind == "timm"
     image = photo("astronaut")
     assert torch.equal(preprocess(image), ref.preprocess(image))  # the hub directory's preprocess_cfg
     assert max(ref.max_diff(model)) <= TOL
-    del model
     assert max(ref.max_diff(load_checkpoint(ref.bare, config=ref.name))) <= TOL
     with pytest.raises(CheckpointError, match="config="):  # a timm tower cannot be read off the weights
         load_checkpoint(ref.bare)
@@ -137,7 +146,7 @@ def test_open_clip_hub_dir_and_bare_state_dict_give_open_clips_embeddings_and_pr
     assert torch.equal(named(image), ref.preprocess(image))
 
 
-@pytest.mark.parametrize("name", sorted(NAMED))
+@pytest.mark.parametrize("name", NAMED)
 def test_named_config_preprocessing_is_open_clips_for_its_weights(name: str) -> None:
     ours = get_model_config(name).preprocess()
     tags = open_clip.list_pretrained_tags_by_model(name) or [None]
@@ -148,12 +157,24 @@ def test_named_config_preprocessing_is_open_clips_for_its_weights(name: str) -> 
     assert ours.size == open_clip.get_model_config(name)["vision_cfg"]["image_size"]
 
 
+@pytest.mark.parametrize("name", ["EVA01-g-14", "EVA02-E-14"])
+def test_open_clips_eva_timm_configs_build_with_its_parameter_count(name: str) -> None:
+    from clipworks.checkpoints.open_clip import config_from_open_clip
+
+    cfg = open_clip.get_model_config(name)
+    custom = cfg.pop("custom_text", False)
+    with torch.device("meta"):
+        ref = (open_clip.CustomTextCLIP if custom else open_clip.CLIP)(**cfg)
+        ours = Clip(config_from_open_clip(open_clip.get_model_config(name), name))
+    assert sum(p.numel() for p in ours.parameters()) == sum(p.numel() for p in ref.parameters())
+
+
 def test_every_timm_config_is_registered() -> None:
     oc = {n for n in open_clip.list_models() if n.startswith(("MobileCLIP", "convnext_"))}
     assert oc <= set(list_models()) and set(NAMED) == oc
 
 
-@pytest.mark.parametrize("name", sorted(NAMED))
+@pytest.mark.parametrize("name", NAMED)
 def test_named_config_builds_on_meta_with_open_clips_parameter_count(name: str) -> None:
     cfg = open_clip.get_model_config(name)
     custom = cfg.pop("custom_text", False)
