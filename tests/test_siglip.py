@@ -31,12 +31,12 @@ logging.getLogger().setLevel(logging.ERROR)  # open_clip warns that a random mod
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 OPEN_CLIP_NAMES = sorted(n for n in open_clip.list_models() if "SigLIP" in n and not n.startswith("nllb"))
-TINY = dict(
-    text_config=dict(vocab_size=100, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-                     max_position_embeddings=16),
-    vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, image_size=32,
-                       patch_size=8),
-)
+TINY = {
+    "text_config": {"vocab_size": 100, "hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2,
+                    "num_attention_heads": 4, "max_position_embeddings": 16},
+    "vision_config": {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4,
+                      "image_size": 32, "patch_size": 8},
+}
 
 
 def _pooled(out: object) -> torch.Tensor:

@@ -20,16 +20,16 @@ from ..model.config import ClipConfig, PreprocessConfig, TextConfig, TokenizerCo
 from . import hf
 
 # transformers' defaults (SiglipTextConfig, SiglipVisionConfig) for fields a config.json may leave out.
-_TEXT_DEFAULTS = dict(vocab_size=32000, hidden_size=768, intermediate_size=3072, num_hidden_layers=12,
-                      num_attention_heads=12, max_position_embeddings=64, hidden_act="gelu_pytorch_tanh",
-                      layer_norm_eps=1e-6)
-_VISION_DEFAULTS = dict(hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12,
-                        num_channels=3, image_size=224, patch_size=16, hidden_act="gelu_pytorch_tanh",
-                        layer_norm_eps=1e-6, vision_use_head=True)
+_TEXT_DEFAULTS = {"vocab_size": 32000, "hidden_size": 768, "intermediate_size": 3072, "num_hidden_layers": 12,
+                  "num_attention_heads": 12, "max_position_embeddings": 64, "hidden_act": "gelu_pytorch_tanh",
+                  "layer_norm_eps": 1e-6}
+_VISION_DEFAULTS = {"hidden_size": 768, "intermediate_size": 3072, "num_hidden_layers": 12, "num_attention_heads": 12,
+                    "num_channels": 3, "image_size": 224, "patch_size": 16, "hidden_act": "gelu_pytorch_tanh",
+                    "layer_norm_eps": 1e-6, "vision_use_head": True}
 # hidden_act → our act_kwargs (nn.GELU's arguments).
 _ACTS: dict[str, dict[str, str] | None] = {"gelu_pytorch_tanh": {"approximate": "tanh"}, "gelu": None}
 # SiglipImageProcessor's defaults: squash to the tower's size, bicubic, mean = std = 0.5.
-_PREPROCESS = dict(mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), interpolation="bicubic", resize_mode="squash")
+_PREPROCESS = {"mean": (0.5, 0.5, 0.5), "std": (0.5, 0.5, 0.5), "interpolation": "bicubic", "resize_mode": "squash"}
 
 # (hf, native) names beyond CLIPModel's, which ``hf.to_native`` maps.
 _SIGLIP_KEYS = [

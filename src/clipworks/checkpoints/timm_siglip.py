@@ -20,8 +20,8 @@ import torch
 from ..errors import CheckpointError
 from ..model.config import VisionConfig
 
-_COMMON: dict[str, Any] = dict(class_token=False, no_ln_pre=True, patch_bias=True, pool_type="map",
-                               norm_kwargs={"eps": 1e-6}, proj_type="none")
+_COMMON: dict[str, Any] = {"class_token": False, "no_ln_pre": True, "patch_bias": True, "pool_type": "map",
+                           "norm_kwargs": {"eps": 1e-6}, "proj_type": "none"}
 _TANH = {"act_kwargs": {"approximate": "tanh"}}
 
 
@@ -30,7 +30,7 @@ def _vit(patch: int, width: int, layers: int, heads: int, size: int, mlp_ratio: 
                 mlp_ratio=mlp_ratio, **(_TANH if tanh else {}))
 
 
-_SO400M = dict(width=1152, layers=27, heads=16, mlp_ratio=3.7362)
+_SO400M = {"width": 1152, "layers": 27, "heads": 16, "mlp_ratio": 3.7362}
 
 # timm model name → our ViT fields (timm 1.0's ``vision_transformer.py`` definitions).
 TIMM_MODELS: dict[str, dict[str, Any]] = {
