@@ -29,7 +29,8 @@ _VISION_DEFAULTS = {"hidden_size": 768, "intermediate_size": 3072, "num_hidden_l
 # hidden_act → our act_kwargs (nn.GELU's arguments).
 _ACTS: dict[str, dict[str, str] | None] = {"gelu_pytorch_tanh": {"approximate": "tanh"}, "gelu": None}
 # SiglipImageProcessor's defaults: squash to the tower's size, bicubic, mean = std = 0.5.
-_PREPROCESS = {"mean": (0.5, 0.5, 0.5), "std": (0.5, 0.5, 0.5), "interpolation": "bicubic", "resize_mode": "squash"}
+_PREPROCESS: dict[str, Any] = {"mean": (0.5, 0.5, 0.5), "std": (0.5, 0.5, 0.5), "interpolation": "bicubic",
+                               "resize_mode": "squash"}
 
 # (hf, native) names beyond CLIPModel's, which ``hf.to_native`` maps.
 _SIGLIP_KEYS = [
@@ -120,7 +121,7 @@ def config_from_hf(hf_cfg: dict[str, Any], directory: str | Path) -> ClipConfig:
         text_cfg=text,
         init_logit_scale=math.log(10.0),  # SigLIP's initialisation; the checkpoint's values replace both
         init_logit_bias=-10.0,
-        preprocess_cfg=hf.read_preprocessor(directory, PreprocessConfig(size=image_size, **_PREPROCESS)),  # type: ignore[arg-type]
+        preprocess_cfg=hf.read_preprocessor(directory, PreprocessConfig(size=image_size, **_PREPROCESS)),
         tokenizer_cfg=TokenizerConfig(type="hf", name=str(directory)),
     )
 

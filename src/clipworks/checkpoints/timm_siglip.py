@@ -25,7 +25,8 @@ _COMMON: dict[str, Any] = {"class_token": False, "no_ln_pre": True, "patch_bias"
 _TANH = {"act_kwargs": {"approximate": "tanh"}}
 
 
-def _vit(patch: int, width: int, layers: int, heads: int, size: int, mlp_ratio: float = 4.0, tanh: bool = False) -> dict[str, Any]:
+def _vit(patch: int, width: int, layers: int, heads: int, size: int, mlp_ratio: float = 4.0,
+         tanh: bool = False) -> dict[str, Any]:
     return dict(_COMMON, image_size=size, patch_size=patch, width=width, layers=layers, head_width=width // heads,
                 mlp_ratio=mlp_ratio, **(_TANH if tanh else {}))
 
