@@ -41,6 +41,10 @@ NATIVE_VERSION = 2  # 2: preprocess_cfg and tokenizer_cfg in the config; 1 still
 Format = Literal["native", "hf"]
 # Hugging Face ``model_type`` → the module that reads that family's directories.
 HF_FAMILIES = {"clip": "hf", "siglip": "hf_siglip", "align": "hf_align", "metaclip_2": "hf_metaclip2"}
+# Hugging Face ``model_type``s clipworks knows of and does not read, with what to say instead.
+HF_NOT_READ = {"siglip2": "SigLIP 2 NaFlex (Siglip2Model: variable resolution and aspect ratio) is not supported; "
+                          "the fixed-resolution SigLIP 2 checkpoints (google/siglip2-base-patch16-224, …) are "
+                          "SiglipModel directories and load"}
 # Files a Hugging Face tokenizer is made of; copied next to a saved model so it tokenizes on its own.
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "spiece.model",
                    "tokenizer.model", "sentencepiece.bpe.model", "vocab.txt", "vocab.json", "merges.txt")
@@ -90,6 +94,8 @@ def detect_format(path: str | Path) -> str:
 def hf_family(hf_cfg: dict[str, Any], source: str) -> ModuleType:
     """The module reading Hugging Face directories of this ``model_type``, or an error listing the supported ones."""
     model_type = hf_cfg.get("model_type", "clip" if "text_config" in hf_cfg else None)
+    if model_type in HF_NOT_READ:
+        raise CheckpointError(f"{source}: model_type {model_type!r}: {HF_NOT_READ[model_type]}")
     if model_type not in HF_FAMILIES:
         raise CheckpointError(f"{source}: Hugging Face model_type {model_type!r} is not supported; clipworks reads "
                               f"{', '.join(sorted(HF_FAMILIES))}")
@@ -165,11 +171,10 @@ def _read_file_state(path: Path, cfg: ClipConfig | None) -> tuple[ClipConfig, di
         return cfg, open_clip.to_native(sd, cfg), "openai" if meta.get("torchscript") else "open_clip"
     if any(k.startswith("visual.") for k in sd) and any(k.startswith("text.") for k in sd):
         if cfg is None:
-            if any(k.startswith("visual.trunk.") for k in sd):  # open_clip's custom_text layout, timm image tower
-                raise CheckpointError(f"{path} holds a model with a timm image tower; its architecture cannot be read "
-                                      "off the weights: pass config= (e.g. the open_clip model name)")
-            if "text.token_embedding.weight" not in sd:
-                raise CheckpointError(f"{path} holds a clipworks state dict of a custom model; pass config=")
+            if "text.token_embedding.weight" not in sd or any(k.startswith("visual.trunk.") for k in sd):
+                raise CheckpointError(f"{path} holds a model with a timm or custom tower (open_clip's custom_text "
+                                      "models, SigLIP); its architecture cannot be read off the weights: pass config= "
+                                      "(e.g. the open_clip model name)")
             cfg = openai.infer_config(openai.from_native(sd), quick_gelu=True, source=str(path))
         return cfg, open_clip.to_native(sd, cfg), "native"
     sample = ", ".join(list(sd)[:5])

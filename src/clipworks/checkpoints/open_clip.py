@@ -54,6 +54,11 @@ def translate_model_cfg(model_cfg: dict[str, Any], where: str) -> dict[str, Any]
         proj_bias = vision.pop("timm_proj_bias", False)
         for key in ("timm_model_name", "timm_model_pretrained", "timm_drop", "timm_drop_path"):
             vision.pop(key, None)
+        size = vision.get("image_size", fields.get("image_size"))
+        if "image_size" in fields and (size[0] if isinstance(size, (list, tuple)) else size) != fields["image_size"]:
+            # open_clip builds the trunk at the size its name says; another image_size fails at its first forward.
+            raise ConfigError(f"{where}: vision_cfg.image_size {size} differs from timm's {name} "
+                              f"({fields['image_size']}), the size open_clip builds it at")
         if proj in ("linear", "mlp") or pool in ("abs_attn", "rot_attn"):
             raise ConfigError(f"{where}: timm tower {name} with timm_pool={pool!r}, timm_proj={proj!r} is not supported "
                               "natively")
@@ -76,9 +81,9 @@ def config_from_open_clip(data: dict[str, Any], where: str) -> ClipConfig:
     model_cfg = data.get("model_cfg", data) if isinstance(data, dict) else data
     if not isinstance(model_cfg, dict):
         raise ConfigError(f"{where}: model_cfg must be a JSON object")
-    cfg = translate_model_cfg(model_cfg, where)
     preprocess = dict(data.get("preprocess_cfg") or {}) if "model_cfg" in data else {}
     try:
+        cfg = translate_model_cfg(model_cfg, where)
         return ClipConfig.from_open_clip({**cfg, "preprocess_cfg": {**cfg.get("preprocess_cfg", {}), **preprocess}}, where)
     except ConfigError as e:
         raise CheckpointError(str(e)) from e

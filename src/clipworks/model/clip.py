@@ -84,7 +84,7 @@ class Clip(nn.Module):
         tokens: torch.Tensor | None = None,
         text_index: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor | None, ...]:
-        """Normalised image and text features and the temperature (clamped at 100 as CLIP trains it), plus
+        """Normalised image and text features and the temperature (``temperature()``), plus
         ``logit_bias`` when the model has one (SigLIP), as open_clip returns them.
 
         With ``text_index``, ``tokens`` are the distinct captions of the batch and row ``i`` of the text
@@ -97,7 +97,7 @@ class Clip(nn.Module):
             text_features = F.normalize(self.text(tokens), dim=-1)
             if text_index is not None:
                 text_features = text_features[text_index]
-        scale = self.logit_scale.exp().clamp(max=LOGIT_SCALE_MAX)
+        scale = self.temperature()
         if self.logit_bias is not None:
             return image_features, text_features, scale, self.logit_bias
         return image_features, text_features, scale
@@ -107,9 +107,15 @@ class Clip(nn.Module):
         """SigLIP-style models score each (image, text) pair on its own: probabilities are per-label sigmoids."""
         return self.logit_bias is not None
 
+    def temperature(self) -> torch.Tensor:
+        """``exp(logit_scale)``: clamped at 100 for softmax models, as CLIP trains it; SigLIP's is unbounded
+        (big_vision leaves it free, and released SigLIP temperatures are 110-120)."""
+        scale = self.logit_scale.exp()
+        return scale if self.uses_sigmoid else scale.clamp(max=LOGIT_SCALE_MAX)
+
     def logits(self, image_features: torch.Tensor, text_features: torch.Tensor) -> torch.Tensor:
         """``[images, texts]`` logits of normalised features: scaled cosine, plus the bias when the model has one."""
-        logits = self.logit_scale.exp().clamp(max=LOGIT_SCALE_MAX) * image_features @ text_features.T
+        logits = self.temperature() * image_features @ text_features.T
         return logits + self.logit_bias if self.logit_bias is not None else logits
 
     def probabilities(self, image_features: torch.Tensor, text_features: torch.Tensor) -> torch.Tensor:

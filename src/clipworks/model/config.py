@@ -131,8 +131,9 @@ class VisionConfig:
             if self.image_size % 32:
                 raise ConfigError(f"{where}.image_size must be a multiple of 32 for a ResNet, got {self.image_size}")
         elif self.kind == "vit":
-            if not self.patch_size or self.image_size % self.patch_size:
-                raise ConfigError(f"{where}.image_size ({self.image_size}) must be a multiple of patch_size ({self.patch_size})")
+            # A remainder is cropped by the patch convolution, as in timm and transformers (SigLIP SO400M/14 at 384).
+            if not self.patch_size or self.image_size < self.patch_size:
+                raise ConfigError(f"{where}.image_size ({self.image_size}) must be at least patch_size ({self.patch_size})")
             if self.width % self.head_width:
                 raise ConfigError(f"{where}.width ({self.width}) must be a multiple of head_width ({self.head_width})")
             _choice(where, "pool_type", self.pool_type, ("tok", "avg", "map"))
