@@ -72,6 +72,7 @@ def block_spec(cfg: VisionConfig, quick_gelu: bool) -> BlockSpec:
         ls_init_value=cfg.ls_init_value,
         norm_eps=(cfg.norm_kwargs or {}).get("eps", 1e-5),
         qkv_bias=cfg.qkv_bias,
+        k_bias=cfg.k_bias,
         mlp_type=cfg.mlp_type,
         scale_attn_inner=cfg.scale_attn_inner,
         scale_fc=cfg.scale_fc,
