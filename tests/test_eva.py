@@ -3,7 +3,6 @@ embeddings; the rotary embedding equals timm's; an EVA tower trains, locks and c
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
@@ -23,7 +22,7 @@ from clipworks.model.towers.vit import VisionTransformer
 
 open_clip = pytest.importorskip("open_clip")
 timm_eva = pytest.importorskip("timm.models.eva")
-from timm.layers.pos_embed_sincos import RotaryEmbeddingCat, apply_rot_embed_cat  # noqa: E402
+from timm.layers.pos_embed_sincos import RotaryEmbeddingCat, apply_rot_embed_cat
 
 NATIVE = ["EVA02-B-16", "EVA02-L-14", "EVA02-L-14-336"]
 TIMM_TOWER = ["EVA02-E-14", "EVA02-E-14-plus", "EVA01-g-14", "EVA01-g-14-plus"]
@@ -105,9 +104,9 @@ def test_rope_equals_timm():
 
 
 def tiny_eva_trunk_kwargs(qkv_fused: bool) -> dict:
-    return dict(img_size=32, patch_size=8, embed_dim=64, depth=2, num_heads=4, qkv_fused=qkv_fused, mlp_ratio=8 / 3,
-                swiglu_mlp=True, scale_mlp=True, scale_attn_inner=True, use_rot_pos_emb=True, ref_feat_shape=(16, 16),
-                global_pool="token", num_classes=24)
+    return {"img_size": 32, "patch_size": 8, "embed_dim": 64, "depth": 2, "num_heads": 4, "qkv_fused": qkv_fused,
+            "mlp_ratio": 8 / 3, "swiglu_mlp": True, "scale_mlp": True, "scale_attn_inner": True, "use_rot_pos_emb": True,
+            "ref_feat_shape": (16, 16), "global_pool": "token", "num_classes": 24}
 
 
 TINY_EVA_VISION = {"image_size": 32, "patch_size": 8, "layers": 2, "width": 64, "head_width": 16, "mlp_ratio": 8 / 3,
@@ -176,8 +175,8 @@ def test_tiny_eva_locks_its_image_tower(one_thread):
     model.lock_image_tower(1)
     blocks = model.visual.blocks()
     assert len(blocks) == 2
-    frozen = lambda m: not any(p.requires_grad for p in m.parameters())  # noqa: E731
-    live = lambda m: all(p.requires_grad for p in m.parameters())  # noqa: E731
+    frozen = lambda m: not any(p.requires_grad for p in m.parameters())
+    live = lambda m: all(p.requires_grad for p in m.parameters())
     assert frozen(blocks[0]) and frozen(model.visual.conv1) and not model.visual.positional_embedding.requires_grad
     assert live(blocks[1]) and live(model.visual.ln_post) and live(model.visual.proj)
     images, tokens = batch()
@@ -191,8 +190,8 @@ def test_tiny_eva_grad_checkpointing_gives_the_same_gradients(one_thread):
     for checkpointing in (False, True):
         model = tiny_eva().train()
         model.set_grad_checkpointing(checkpointing)
-        calls = []
-        model.visual.blocks()[0].register_forward_pre_hook(lambda *_: calls.append(1))
+        calls: list[int] = []
+        model.visual.blocks()[0].register_forward_pre_hook(lambda *_, calls=calls: calls.append(1))
         clip_loss(model, images, tokens).backward()
         assert len(calls) == (2 if checkpointing else 1)  # recomputed in the backward pass when checkpointing
         grads.append({n: p.grad for n, p in model.named_parameters()})
@@ -225,3 +224,12 @@ def test_rope_with_patch_dropout_is_refused():
     model_cfg["vision_cfg"]["patch_dropout"] = 0.5
     with pytest.raises(CheckpointError, match="patch_dropout"):
         config_from_open_clip({"model_cfg": model_cfg}, "open_clip_config.json")
+
+
+def test_eva_tower_exports_with_a_dynamic_batch(one_thread):
+    """The rotary table is a constant and its slicing static: the tower exports with a symbolic batch size."""
+    tower = tiny_eva().visual.eval()
+    batch_dim = torch.export.Dim("batch")
+    program = torch.export.export(tower, (torch.randn(2, 3, 32, 32),), dynamic_shapes=({0: batch_dim},))
+    x = torch.randn(5, 3, 32, 32)
+    torch.testing.assert_close(program.module()(x), tower(x), rtol=0, atol=1e-6)

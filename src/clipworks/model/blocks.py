@@ -22,6 +22,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .rope import apply_rope
+
 
 class LayerNorm(nn.LayerNorm):
     """LayerNorm computed in the weight's dtype and cast back, so fp16/bf16 inputs stay stable."""
@@ -79,9 +81,9 @@ class Attention(nn.Module):
     towers released with separate projections are concatenated into it on load. A rotary embedding ``rope``
     ``[n, …]`` rotates the last ``n`` tokens' queries and keys, leaving leading (class) tokens alone.
 
-    ``k_bias=False`` keeps biases for q and v only (``q_bias``, ``v_bias``, as timm's EVA names them). A key bias
-    is not a no-op once keys are rotated (it adds a position-dependent term to each score), so it must not
-    exist, rather than be a zero slice of ``in_proj_bias`` that training would move.
+    ``k_bias=False`` keeps biases for q and v only (``q_bias``, ``v_bias``, timm's EVA names). Once keys are
+    rotated a key bias is no longer a no-op (it adds a position-dependent term to each score), so a zero slice of
+    ``in_proj_bias`` would load EVA-02 exactly but then train a parameter EVA-02 does not have.
     """
 
     def __init__(self, width: int, heads: int, qkv_bias: bool = True, inner_norm: nn.Module | None = None,
@@ -111,8 +113,6 @@ class Attention(nn.Module):
         qkv = F.linear(x, self.in_proj_weight, bias)
         q, k, v = qkv.view(b, n, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4).unbind(0)
         if rope is not None:
-            from .rope import apply_rope
-
             q, k = apply_rope(q, rope), apply_rope(k, rope)
         x = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, is_causal=is_causal)
         return self.out_proj(self.ln_inner(x.transpose(1, 2).reshape(b, n, d)))
