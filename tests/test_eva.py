@@ -199,8 +199,10 @@ def test_tiny_eva_grad_checkpointing_gives_the_same_gradients(one_thread):
         torch.testing.assert_close(grads[1][name], g, rtol=0, atol=1e-6, msg=name)
 
 
-@pytest.mark.parametrize("name", NATIVE)
+@pytest.mark.parametrize("name", NATIVE + TIMM_TOWER)
 def test_named_configs_count_open_clip_parameters(name):
+    if name in TIMM_TOWER:
+        pytest.importorskip("clipworks.model.towers.timm_vision", reason="needs the timm image tower (model/towers/timm_vision.py)")
     with torch.device("meta"):
         ref = open_clip.create_model(name, device="meta")
     assert count_parameters(get_model_config(name)) == sum(p.numel() for p in ref.parameters())
