@@ -165,9 +165,6 @@ def _read_file_state(path: Path, cfg: ClipConfig | None) -> tuple[ClipConfig, di
         return cfg, open_clip.to_native(sd, cfg), "openai" if meta.get("torchscript") else "open_clip"
     if any(k.startswith("visual.") for k in sd) and any(k.startswith("text.") for k in sd):
         if cfg is None:
-            if any(k.startswith("visual.trunk.") for k in sd):  # open_clip's custom_text layout, timm image tower
-                raise CheckpointError(f"{path} holds a model with a timm image tower; its architecture cannot be read "
-                                      "off the weights: pass config= (e.g. the open_clip model name)")
             if "text.token_embedding.weight" not in sd:
                 raise CheckpointError(f"{path} holds a clipworks state dict of a custom model; pass config=")
             cfg = openai.infer_config(openai.from_native(sd), quick_gelu=True, source=str(path))
