@@ -150,7 +150,8 @@ def _clip_form_problems(config: ClipConfig) -> list[str]:
         return [f"a {dict(resnet='ResNet', timm='timm', hf='Hugging Face')[v.kind]} image tower"]
     defaults_v, defaults_t = VisionConfig(), TextConfig()
     vision_opts = ("no_ln_pre", "pool_type", "final_ln_after_pool", "act_kwargs", "norm_kwargs", "scale_attn_inner",
-                   "scale_fc", "class_token", "patch_bias", "qkv_bias", "mlp_type", "rope", "proj_type", "proj_bias")
+                   "scale_fc", "class_token", "patch_bias", "qkv_bias", "k_bias", "mlp_type", "rope", "proj_type",
+                   "proj_bias")
     text_opts = ("no_causal_mask", "pool_type", "proj_type", "proj_bias", "final_ln_after_pool", "act_kwargs", "norm_kwargs")
     problems = [f"vision_cfg.{k}={getattr(v, k)!r}" for k in vision_opts if getattr(v, k) != getattr(defaults_v, k)]
     problems += [f"text_cfg.{k}={getattr(t, k)!r}" for k in text_opts if getattr(t, k) != getattr(defaults_t, k)]

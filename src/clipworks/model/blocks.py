@@ -5,7 +5,7 @@ the lingua franca of CLIP checkpoints: OpenAI and open_clip state dicts load wit
 other families need are a few switches on the same block, named as open_clip names them where it has them:
 
 - ``norm_eps`` and ``act`` (tanh-GELU, QuickGELU): SigLIP, OpenAI;
-- ``qkv_bias``: attention without input biases;
+- ``qkv_bias``: attention without input biases; ``k_bias=False``: q and v biases only (EVA-02);
 - ``scale_attn_inner`` / ``scale_fc`` (sub-LN): a LayerNorm on the attention output and on the MLP hidden state,
   before their projections (EVA-02, open_clip's ``attn.ln_inner`` and ``mlp.ln``);
 - ``mlp_type="swiglu"``: a gated SiLU MLP (EVA-02);
@@ -21,6 +21,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from .rope import apply_rope
 
 
 class LayerNorm(nn.LayerNorm):
@@ -63,6 +65,7 @@ class BlockSpec:
     ls_init_value: float | None = None
     norm_eps: float = 1e-5
     qkv_bias: bool = True
+    k_bias: bool = True
     mlp_type: str = "mlp"
     scale_attn_inner: bool = False
     scale_fc: bool = False
@@ -77,13 +80,20 @@ class Attention(nn.Module):
     Q, K and V share one fused input projection (``in_proj_weight``, as OpenAI's), which is also the fast path;
     towers released with separate projections are concatenated into it on load. A rotary embedding ``rope``
     ``[n, …]`` rotates the last ``n`` tokens' queries and keys, leaving leading (class) tokens alone.
+
+    ``k_bias=False`` keeps biases for q and v only (``q_bias``, ``v_bias``, timm's EVA names). Once keys are
+    rotated a key bias is no longer a no-op (it adds a position-dependent term to each score), so a zero slice of
+    ``in_proj_bias`` would load EVA-02 exactly but then train a parameter EVA-02 does not have.
     """
 
-    def __init__(self, width: int, heads: int, qkv_bias: bool = True, inner_norm: nn.Module | None = None):
+    def __init__(self, width: int, heads: int, qkv_bias: bool = True, inner_norm: nn.Module | None = None,
+                 k_bias: bool = True):
         super().__init__()
         self.heads = heads
         self.in_proj_weight = nn.Parameter(torch.empty(3 * width, width))
-        self.in_proj_bias = nn.Parameter(torch.zeros(3 * width)) if qkv_bias else None
+        self.in_proj_bias = nn.Parameter(torch.zeros(3 * width)) if qkv_bias and k_bias else None
+        self.q_bias = nn.Parameter(torch.zeros(width)) if qkv_bias and not k_bias else None
+        self.v_bias = nn.Parameter(torch.zeros(width)) if qkv_bias and not k_bias else None
         self.ln_inner = inner_norm if inner_norm is not None else nn.Identity()
         self.out_proj = nn.Linear(width, width)
         nn.init.xavier_uniform_(self.in_proj_weight)
@@ -97,11 +107,12 @@ class Attention(nn.Module):
         rope: torch.Tensor | None = None,
     ) -> torch.Tensor:
         b, n, d = x.shape
-        qkv = F.linear(x, self.in_proj_weight, self.in_proj_bias)
+        bias = self.in_proj_bias
+        if self.q_bias is not None:
+            bias = torch.cat([self.q_bias, torch.zeros_like(self.q_bias), self.v_bias])
+        qkv = F.linear(x, self.in_proj_weight, bias)
         q, k, v = qkv.view(b, n, 3, self.heads, d // self.heads).permute(2, 0, 3, 1, 4).unbind(0)
         if rope is not None:
-            from .rope import apply_rope
-
             q, k = apply_rope(q, rope), apply_rope(k, rope)
         x = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, is_causal=is_causal)
         return self.out_proj(self.ln_inner(x.transpose(1, 2).reshape(b, n, d)))
@@ -140,7 +151,8 @@ class ResidualBlock(nn.Module):
     def __init__(self, width: int, spec: BlockSpec):
         super().__init__()
         self.ln_1 = spec.norm(width)
-        self.attn = Attention(width, spec.heads, spec.qkv_bias, spec.norm(width) if spec.scale_attn_inner else None)
+        self.attn = Attention(width, spec.heads, spec.qkv_bias, spec.norm(width) if spec.scale_attn_inner else None,
+                              spec.k_bias)
         self.ls_1 = LayerScale(width, spec.ls_init_value) if spec.ls_init_value is not None else nn.Identity()
         self.ln_2 = spec.norm(width)
         inner = spec.norm(spec.mlp_hidden) if spec.scale_fc else None

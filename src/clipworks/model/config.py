@@ -91,6 +91,7 @@ class VisionConfig:
     class_token: bool = True
     patch_bias: bool = False          # bias on the patch-embedding convolution
     qkv_bias: bool = True
+    k_bias: bool = True               # False: biases on q and v only, none on k (EVA-02)
     mlp_type: str = "mlp"             # mlp | swiglu
     rope: bool = False                # 2-D rotary position embedding on patch tokens (EVA-02)
     rope_ref_size: int | None = None  # the patch grid the rotary frequencies were defined on (EVA-02: 16)

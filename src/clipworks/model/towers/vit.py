@@ -15,6 +15,7 @@ from torch import nn
 
 from ..blocks import BlockSpec, Mlp, Transformer, make_act
 from ..config import VisionConfig, mlp_hidden
+from ..rope import build_rope
 from .base import Part, Tower
 
 
@@ -72,6 +73,7 @@ def block_spec(cfg: VisionConfig, quick_gelu: bool) -> BlockSpec:
         ls_init_value=cfg.ls_init_value,
         norm_eps=(cfg.norm_kwargs or {}).get("eps", 1e-5),
         qkv_bias=cfg.qkv_bias,
+        k_bias=cfg.k_bias,
         mlp_type=cfg.mlp_type,
         scale_attn_inner=cfg.scale_attn_inner,
         scale_fc=cfg.scale_fc,
@@ -99,9 +101,7 @@ class VisionTransformer(Tower):
         self.transformer = Transformer(width, cfg.layers, spec)
         self.ln_post = spec.norm(width)
         self.attn_pool = AttentionPool(width, spec) if cfg.pool_type == "map" else None
-        if cfg.rope:
-            from ..rope import build_rope
-
+        if cfg.rope:  # a constant of the grid: not saved, and cast with the model by .to(dtype) as timm's table is
             self.register_buffer("rope", build_rope(grid, width // cfg.heads, cfg.rope_ref_size), persistent=False)
         else:
             self.rope = None
