@@ -20,43 +20,11 @@ import numpy as np
 import torch
 from tokenizers import Tokenizer
 
-from ..errors import InputTypeError, TokenizerError
+from ..errors import TokenizerError
 from . import hf_classes
 from .clean import clean_fn
 from .hf_dir import SENTENCEPIECE_FILES, TOKENIZER_JSON, TokenizerDir
-
-# Files a Hugging Face tokenizer is made of; copied next to a saved model so it tokenizes on its own.
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", *SENTENCEPIECE_FILES)
-
-
-def check_texts(texts: object) -> list[str]:
-    """``texts`` as a list of str, or InputTypeError naming the first item of another type."""
-    if isinstance(texts, str):
-        return [texts]
-    if not isinstance(texts, Sequence) or isinstance(texts, (bytes, bytearray)):
-        raise InputTypeError(f"tokenizer expects a str or a sequence of str, got {type(texts).__name__}")
-    for i, text in enumerate(texts):
-        if not isinstance(text, str):
-            raise InputTypeError(f"tokenizer input {i} is {type(text).__name__}, expected str")
-    return list(texts)
-
-
-def check_length(length: int) -> int:
-    if not isinstance(length, int) or length < 2:
-        raise TokenizerError(f"context_length must be an int of at least 2 (start and end tokens), got {length!r}")
-    return length
-
-
-def not_unicode(texts: list[str]) -> TokenizerError:
-    """The error for a text Rust cannot take: a lone surrogate has no UTF-8 form (transformers fails on it too)."""
-    for i, text in enumerate(texts):
-        try:
-            text.encode("utf-8")
-        except UnicodeEncodeError as e:
-            return TokenizerError(f"tokenizer input {i} is not valid Unicode: {text[e.start]!r} at position {e.start} "
-                                  "is a lone surrogate, which has no UTF-8 form")
-    return TokenizerError("the tokenizer rejected its input")
-
+from .inputs import check_length, check_texts, not_unicode
 
 class HFTokenizer:
     """``tokenizer(texts) -> LongTensor[N, context_length]`` from a directory's ``tokenizer.json`` (or a T5/XLM-R

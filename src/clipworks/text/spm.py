@@ -26,8 +26,8 @@ import torch
 
 from ..errors import TokenizerError, require
 from .clean import clean_fn, siglip_canonicalize
-from .hf import check_length, check_texts, not_unicode
 from .hf_dir import SENTENCEPIECE_FILES, AddedToken, TokenizerDir
+from .inputs import check_length, check_texts, not_unicode
 
 SPIECE_UNDERLINE = "▁"
 
