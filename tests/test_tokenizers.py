@@ -201,6 +201,13 @@ def test_strip_sep_token_and_clean_modes(dirs):
     canon = build_tokenizer(TokenizerConfig(type="hf", name=str(dirs["t5"]), clean="canonicalize"), 12)
     plain = build_tokenizer(TokenizerConfig(type="hf", name=str(dirs["t5"]), clean="none"), 12)
     assert torch.equal(canon(["A_photo, of a DOG!"]), plain(["a photo of a dog"]))
+    with pytest.raises(TokenizerError, match="unknown clean mode 'tidy'; known: whitespace, lower"):
+        HFTokenizer(dirs["t5"], 12, clean="tidy")
+    with pytest.raises(TokenizerError, match="padding_side"):
+        HFTokenizer(dirs["t5"], 12, padding_side="middle")
+    for field, value in (("clean", "tidy"), ("normalize", "upper"), ("padding_side", "middle")):
+        with pytest.raises(clipworks.ConfigError, match=f"tokenizer_cfg.{field} must be one of"):
+            TokenizerConfig(type="hf", name="x", **{field: value})
 
 
 @settings(max_examples=300, deadline=None)

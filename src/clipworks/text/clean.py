@@ -24,7 +24,9 @@ from collections.abc import Callable
 
 import ftfy
 
-CLEAN_MODES = ("whitespace", "lower", "canonicalize", "none")
+from ..errors import TokenizerError
+from ..model.config import CLEAN_MODES
+
 # Text that ftfy and html unescaping leave alone: printable ASCII, tab/newline/CR, and no '&'.
 PLAIN_ASCII = re.compile(r"[\t\n\r\x20-\x25\x27-\x7e]*")
 _NO_PUNCTUATION = str.maketrans("", "", string.punctuation)
@@ -66,6 +68,8 @@ _CLEAN: dict[str, Callable[[str], str]] = {
 
 def clean_fn(mode: str) -> Callable[[str], str]:
     """The open_clip clean mode ``mode`` as a function (modes: ``CLEAN_MODES``)."""
+    if mode not in _CLEAN:
+        raise TokenizerError(f"unknown clean mode {mode!r}; known: {', '.join(CLEAN_MODES)}")
     return _CLEAN[mode]
 
 

@@ -21,6 +21,7 @@ import torch
 from tokenizers import Tokenizer
 
 from ..errors import TokenizerError
+from ..model.config import NORMALIZE_MODES, PADDING_SIDES
 from . import hf_classes
 from .clean import clean_fn
 from .hf_dir import SENTENCEPIECE_FILES, TOKENIZER_JSON, TokenizerDir
@@ -42,11 +43,15 @@ class HFTokenizer:
         if self.normalize == "siglip":
             raise TokenizerError(f"{self.directory}: SiglipTokenizer's canonicalisation runs on its SentencePiece "
                                  "model; build it with text.build_tokenizer (SentencePieceTokenizer)")
-        clean_fn(clean)  # a KeyError here would be a bug: TokenizerConfig validates the mode
+        if self.normalize not in NORMALIZE_MODES or self.padding_side not in PADDING_SIDES:
+            raise TokenizerError(f"normalize must be one of {NORMALIZE_MODES} and padding_side one of {PADDING_SIDES}, "
+                                 f"got {self.normalize!r} and {self.padding_side!r}")
+        clean_fn(clean)
         self._json = _tokenizer_text(files)
         self._pipeline: dict[str, Any] | None = None
-        self._pipeline = hf_classes.pipeline_spec(files, self._build(), self.normalize)
-        tok = self._build()
+        tok = self._build()  # the file's own; the class pipeline goes on it, ids stay
+        self._pipeline = hf_classes.pipeline_spec(files, tok, self.normalize)
+        hf_classes.apply(tok, self._pipeline)
         self.pad_token, self.pad_token_id = _pad(files, tok)
         self.sep_token_id = _id(tok, files.token("sep_token"))
         if strip_sep_token and self.sep_token_id is None:
@@ -54,7 +59,8 @@ class HFTokenizer:
         self.vocab_size = tok.get_vocab_size()
         self._setup()
 
-    # Rust objects are rebuilt from the JSON text: here, per context length, and after unpickling.
+    # Rust objects are built from the JSON text per context length, also after unpickling; none is kept for
+    # __init__'s look-ups (a 900k-piece vocabulary, XLM-V's, is worth not holding twice).
     def _build(self, length: int | None = None) -> Tokenizer:
         tok = Tokenizer.from_str(self._json)
         if self._pipeline is not None:

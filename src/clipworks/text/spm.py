@@ -25,6 +25,7 @@ import numpy as np
 import torch
 
 from ..errors import TokenizerError, require
+from ..model.config import PADDING_SIDES
 from .clean import clean_fn, siglip_canonicalize
 from .hf_dir import SENTENCEPIECE_FILES, AddedToken, TokenizerDir
 from .inputs import check_length, check_texts, not_unicode
@@ -56,12 +57,15 @@ class SentencePieceTokenizer:
                                  "implement for SiglipTokenizer")
         self.clean, self.strip_sep_token = clean, False
         self.padding_side = padding_side or files.padding_side
+        if self.padding_side not in PADDING_SIDES:
+            raise TokenizerError(f"padding_side must be one of {PADDING_SIDES}, got {self.padding_side!r}")
         self.lower = files.flag("do_lower_case") is not False
         self._model = path.read_bytes()
         self.unk_token = files.token("unk_token") or "<unk>"
         self.eos_token = files.token("eos_token") or "</s>"
         self.pad_token = files.token("pad_token") or self.eos_token
         self._added = _added_tokens(files)
+        clean_fn(clean)
         self._setup()
         self.eos_token_id = self._id(self.eos_token)
         self.pad_token_id = self._id(self.pad_token)
