@@ -19,8 +19,8 @@ import warnings
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-import tokenizer_refs as refs  # noqa: E402
-from caption_corpus import corpus  # noqa: E402
+import tokenizer_refs as refs
+from caption_corpus import corpus
 
 
 def rates(fns: list, texts: list[str], batch: int, repeats: int = 3) -> list[float]:

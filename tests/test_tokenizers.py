@@ -5,6 +5,7 @@ use. Also: what a directory's class does in code, pickling (spawned DataLoader w
 from __future__ import annotations
 
 import dataclasses
+import html
 import json
 import pickle
 import re
@@ -14,7 +15,6 @@ import sys
 from pathlib import Path
 
 import ftfy
-import html
 import pytest
 import torch
 from hypothesis import given, settings
@@ -24,14 +24,14 @@ pytest.importorskip("transformers")
 pytest.importorskip("sentencepiece")
 pytest.importorskip("open_clip")
 
-import tokenizer_refs as refs  # noqa: E402
-from caption_corpus import TRICKY  # noqa: E402
+import tokenizer_refs as refs
+from caption_corpus import TRICKY
 
-import clipworks  # noqa: E402
-from clipworks import ClipConfig, TokenizerError  # noqa: E402
-from clipworks.errors import InputTypeError  # noqa: E402
-from clipworks.model.config import TokenizerConfig  # noqa: E402
-from clipworks.text import (  # noqa: E402
+import clipworks
+from clipworks import ClipConfig, TokenizerError
+from clipworks.errors import InputTypeError
+from clipworks.model.config import TokenizerConfig
+from clipworks.text import (
     ClipTokenizer,
     HFTokenizer,
     SentencePieceTokenizer,
@@ -39,7 +39,7 @@ from clipworks.text import (  # noqa: E402
     build_tokenizer,
     tokenizer_config_for_dir,
 )
-from clipworks.text import clean as cleaning  # noqa: E402
+from clipworks.text import clean as cleaning
 
 N = 1200  # captions per family here; bench/tokenizers_parity.py runs the full 20k
 SPECIAL = ["hi </s> there", "</s>", " </s> ", "a<unk>b", "<pad>", "[SEP] x [CLS]", "<mask>", "<eos>x<bos>", "<s>y</s>",

@@ -22,6 +22,8 @@ from pathlib import Path
 
 from caption_corpus import corpus
 
+VERSION = 1  # of the directories ``build`` writes; a build root holding another version is rebuilt
+
 
 @dataclass(frozen=True)
 class Family:
@@ -70,20 +72,22 @@ def _utf8(text: str) -> bool:
 def train_spm(kind: str, texts: list[str], vocab_size: int = 700) -> bytes:
     import sentencepiece as spm
 
-    common = dict(vocab_size=vocab_size, minloglevel=2, num_threads=1, character_coverage=0.995)
+    # the layouts of the real vocabularies: T5/SigLIP (pad 0, eos 1, unk 2), Gemma (BPE, byte fallback, no dummy
+    # prefix, <mask> user-defined), fairseq's XLM-R (unk 0, bos 1, eos 2)
+    opts: dict[str, object] = {"vocab_size": vocab_size, "minloglevel": 2, "num_threads": 1, "character_coverage": 0.995}
     if kind == "t5":
-        opts = dict(model_type="unigram", pad_id=0, eos_id=1, unk_id=2, bos_id=-1, normalization_rule_name="nmt_nfkc")
+        opts.update(model_type="unigram", pad_id=0, eos_id=1, unk_id=2, bos_id=-1, normalization_rule_name="nmt_nfkc")
     elif kind == "gemma":
-        opts = dict(model_type="bpe", pad_id=0, eos_id=1, bos_id=2, unk_id=3, pad_piece="<pad>", eos_piece="<eos>",
+        opts.update(model_type="bpe", pad_id=0, eos_id=1, bos_id=2, unk_id=3, pad_piece="<pad>", eos_piece="<eos>",
                     bos_piece="<bos>", unk_piece="<unk>", byte_fallback=True, add_dummy_prefix=False,
                     normalization_rule_name="identity", remove_extra_whitespaces=False, split_digits=True,
                     allow_whitespace_only_pieces=True, user_defined_symbols=["<mask>"])
     elif kind == "xlmr":
-        opts = dict(model_type="unigram", unk_id=0, bos_id=1, eos_id=2, pad_id=-1)
+        opts.update(model_type="unigram", unk_id=0, bos_id=1, eos_id=2, pad_id=-1)
     else:
         raise ValueError(kind)
     out = io.BytesIO()
-    spm.SentencePieceTrainer.train(sentence_iterator=iter(texts), model_writer=out, **common, **opts)
+    spm.SentencePieceTrainer.train(sentence_iterator=iter(texts), model_writer=out, **opts)
     return out.getvalue()
 
 
@@ -103,11 +107,11 @@ def _saved(tok, directory: Path, extra: dict[str, dict] | None = None) -> Path:
 def build(root: Path) -> dict[str, Path]:
     """Every family's tokenizer directory under ``root`` (built once; a second call reuses them)."""
     import transformers as tf
-    from tokenizers import ByteLevelBPETokenizer, BertWordPieceTokenizer
+    from tokenizers import BertWordPieceTokenizer, ByteLevelBPETokenizer
 
     done = root / "done.json"
-    if done.is_file():
-        return {name: root / name for name in json.loads(done.read_text())}
+    if done.is_file() and json.loads(done.read_text()).get("version") == VERSION:
+        return {name: root / name for name in json.loads(done.read_text())["dirs"]}
     shutil.rmtree(root, ignore_errors=True)
     texts = training_text()
     src = root / "sources"
@@ -161,7 +165,7 @@ def build(root: Path) -> dict[str, Path]:
     _write(src / "roberta", {"tokenizer_config.json": {"tokenizer_class": "RobertaTokenizer"}})
     dirs["roberta"] = _saved(tf.RobertaTokenizer.from_pretrained(src / "roberta"), root / "roberta")
 
-    done.write_text(json.dumps(sorted(dirs)))
+    done.write_text(json.dumps({"version": VERSION, "dirs": sorted(dirs)}))
     return dirs
 
 

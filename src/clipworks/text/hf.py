@@ -27,6 +27,7 @@ from .clean import clean_fn
 from .hf_dir import SENTENCEPIECE_FILES, TOKENIZER_JSON, TokenizerDir
 from .inputs import check_length, check_texts, not_unicode
 
+
 class HFTokenizer:
     """``tokenizer(texts) -> LongTensor[N, context_length]`` from a directory's ``tokenizer.json`` (or a T5/XLM-R
     SentencePiece model). ``clean``/``strip_sep_token``: open_clip's; ``normalize``/``padding_side`` None: as the
