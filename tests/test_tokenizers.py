@@ -162,6 +162,19 @@ def test_directory_settings_become_an_explicit_config(dirs):
     assert saved.tokenizer_cfg.normalize == "lower"  # recorded, so a copy without config.json still lowercases
 
 
+def test_weights_only_directories_still_give_a_config_and_building_names_the_missing_file(tmp_path):
+    for model_type, normalize, side, missing in (("siglip", "siglip", "right", "spiece.model"),
+                                                  ("siglip2", "lower", "left", "tokenizer.json"),
+                                                  ("metaclip_2", "none", "right", "tokenizer.json")):
+        d = tmp_path / model_type
+        d.mkdir()
+        (d / "config.json").write_text(json.dumps({"model_type": model_type}))
+        cfg = tokenizer_config_for_dir(d)
+        assert (cfg.normalize, cfg.padding_side) == (normalize, side), model_type
+        with pytest.raises(TokenizerError, match=missing):
+            build_tokenizer(cfg, 16)
+
+
 def test_siglip2_lowercases_and_gemma_pads_left_without_a_padding_side(dirs, tmp_path):
     text = ["A Photo of a DOG"]
     assert not torch.equal(ours_for_transformers(dirs["siglip2"], 16)(text), ours_for_transformers(dirs["gemma"], 16)(text))

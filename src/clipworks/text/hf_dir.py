@@ -23,9 +23,12 @@ TOKENIZER_JSON = "tokenizer.json"
 SENTENCEPIECE_FILES = ("spiece.model", "sentencepiece.bpe.model", "tokenizer.model")
 SPECIAL_TOKENS = ("bos_token", "eos_token", "unk_token", "sep_token", "pad_token", "cls_token", "mask_token")
 
-# transformers 5 class knowledge: the Hub class a model type overrides, classes that pad left by default, each
-# class's default special tokens (used when the files name none), and what a class does to text in code.
+# transformers 5 class knowledge: the Hub class a model type overrides, the class of a model type whose files name
+# none, classes that pad left by default, each class's default special tokens (used when the files name none), and
+# what a class does to text in code.
 _MODEL_TYPE_CLASS = {"siglip2": "Siglip2Tokenizer"}
+_MODEL_TYPE_DEFAULT = {"siglip": "SiglipTokenizer", "align": "BertTokenizer", "metaclip_2": "XLMRobertaTokenizer",
+                       "clip": "CLIPTokenizer", "t5": "T5Tokenizer", "gemma": "GemmaTokenizer"}
 _LEFT_PADDING = {"GemmaTokenizer", "Siglip2Tokenizer", "LlamaTokenizer", "CodeLlamaTokenizer", "CohereTokenizer",
                  "XLNetTokenizer"}
 _DEFAULTS: dict[str, dict[str, str]] = {
@@ -102,7 +105,9 @@ class TokenizerDir:
         if self.model_type in _MODEL_TYPE_CLASS:
             return _MODEL_TYPE_CLASS[self.model_type]
         name = self.settings.get("tokenizer_class")
-        return name.removesuffix("Fast") if isinstance(name, str) else None
+        if isinstance(name, str):
+            return name.removesuffix("Fast")
+        return _MODEL_TYPE_DEFAULT.get(self.model_type or "")
 
     @property
     def tokenizer_json(self) -> Path | None:
@@ -154,11 +159,10 @@ class TokenizerDir:
 
 def tokenizer_config_for_dir(directory: str | Path, clean: str = "none", name: str | None = None) -> TokenizerConfig:
     """The ``TokenizerConfig`` a Hugging Face model directory needs, recorded explicitly: what its tokenizer class
-    does in code (``normalize``) and its padding side. ``clean`` is ``none`` for the Hugging Face processors (they do
-    no open_clip cleaning); ``name`` (a Hub repo id, say) replaces the directory as where the files come from."""
+    does in code (``normalize``) and its padding side, from ``tokenizer_config.json`` and ``config.json``. ``clean``
+    is ``none`` for the Hugging Face processors (they do no open_clip cleaning); ``name`` (a Hub repo id, say)
+    replaces the directory as where the files come from. Reading a config never needs the tokenizer files themselves
+    (a weights-only directory still has a config); building the tokenizer does, and names what is missing."""
     files = TokenizerDir.read(directory)
-    if files.tokenizer_json is None and files.sentencepiece_model is None:
-        raise TokenizerError(f"Hugging Face tokenizer directory {files.describe()} has no {TOKENIZER_JSON} and no "
-                             f"SentencePiece model ({', '.join(SENTENCEPIECE_FILES)})")
     return TokenizerConfig(type="hf", name=name or str(Path(directory)), clean=clean, normalize=files.normalize,
                            padding_side=files.padding_side)
