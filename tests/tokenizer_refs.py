@@ -110,8 +110,9 @@ def build(root: Path) -> dict[str, Path]:
     from tokenizers import BertWordPieceTokenizer, ByteLevelBPETokenizer
 
     done = root / "done.json"
-    if done.is_file() and json.loads(done.read_text()).get("version") == VERSION:
-        return {name: root / name for name in json.loads(done.read_text())["dirs"]}
+    stamp = json.loads(done.read_text()) if done.is_file() else None
+    if isinstance(stamp, dict) and stamp.get("version") == VERSION:
+        return {name: root / name for name in stamp["dirs"]}
     shutil.rmtree(root, ignore_errors=True)
     texts = training_text()
     src = root / "sources"
