@@ -9,6 +9,7 @@ process builds the batch.
 
 from __future__ import annotations
 
+import multiprocessing
 import random
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -138,17 +139,22 @@ class PairLoader:
     """Deterministic, resumable, rank-sharded batches of (image tensor, tokens, labels) from a PairSource.
 
     ``batch_size`` is per rank; the global batch is ``batch_size * world_size``. With ``workers > 0``
-    whole batches are built in persistent worker processes and come back in order.
+    whole batches are built in persistent worker processes and come back in order; ``start_method`` (``spawn``,
+    ``forkserver``, ``fork``; None: the platform's default) is how they start — all but ``fork`` pickle the source,
+    transform and tokenizer over to them.
     """
 
     def __init__(self, source: PairSource, transform: ImageTransform, tokenizer: Callable[[list[str]], torch.Tensor],
                  batch_size: int, seed: int = 0, rank: int = 0, world_size: int = 1, workers: int = 0,
-                 drop_last: bool = True):
+                 drop_last: bool = True, start_method: str | None = None):
         if batch_size < 1 or world_size < 1 or not 0 <= rank < world_size or workers < 0:
             raise ValueError(f"PairLoader needs batch_size >= 1, world_size >= 1, 0 <= rank < world_size and "
                              f"workers >= 0; got batch_size={batch_size}, rank={rank}, world_size={world_size}, "
                              f"workers={workers}")
-        self.source, self.workers = source, workers
+        if start_method is not None and start_method not in multiprocessing.get_all_start_methods():
+            raise ValueError(f"PairLoader start_method {start_method!r} is not one of this platform's: "
+                             f"{', '.join(multiprocessing.get_all_start_methods())}")
+        self.source, self.workers, self.start_method = source, workers, start_method
         self._builder = _BatchBuilder(source, transform, tokenizer, batch_size, seed, rank, world_size, drop_last)
         if len(self) == 0:
             raise DataError(f"{source.description}: {len(source)} samples do not fill one global batch of "
@@ -184,5 +190,5 @@ class PairLoader:
         if self._pool is None:
             self._pool = torch.utils.data.DataLoader(
                 self._builder, batch_size=None, sampler=self._positions, num_workers=self.workers,
-                persistent_workers=True, prefetch_factor=4)
+                persistent_workers=True, prefetch_factor=4, multiprocessing_context=self.start_method)
         return self._pool

@@ -280,23 +280,35 @@ class PreprocessConfig:
 
 TOKENIZER_TYPES = ("clip", "hf")
 CLEAN_MODES = ("whitespace", "lower", "canonicalize", "none")
+NORMALIZE_MODES = ("none", "lower", "siglip")
+PADDING_SIDES = ("right", "left")
 
 
 @dataclass
 class TokenizerConfig:
     """Which tokenizer a model reads: OpenAI's CLIP BPE (``clip``, shipped with clipworks), or the tokenizer files
     a checkpoint ships (``hf``: ``tokenizer.json``, or a SentencePiece model, in ``name`` — a directory or a Hub
-    repo id). ``clean`` is open_clip's text cleaning for ``hf`` tokenizers; the context length is the text
-    tower's, and every tokenizer pads to it."""
+    repo id). The context length is the text tower's, and every tokenizer pads to it.
+
+    For ``hf`` tokenizers, what the reference does in Python on top of the files:
+    ``clean`` is open_clip's text cleaning (``HFTokenizer(clean=…)``; ``none`` for Hugging Face processors);
+    ``strip_sep_token`` is open_clip's (the separator id becomes 0); ``normalize`` is what the transformers class
+    does in code — ``lower`` (``Siglip2Tokenizer``), ``siglip`` (``SiglipTokenizer``'s canonicalisation) or
+    ``none``; ``padding_side`` is ``right`` or ``left``. ``normalize``/``padding_side`` None: as the directory's
+    class does (``text.tokenizer_config_for_dir`` records them explicitly)."""
 
     type: str = "clip"
     name: str | None = None
     clean: str = "whitespace"
     strip_sep_token: bool = False
+    normalize: str | None = None
+    padding_side: str | None = None
 
     def __post_init__(self) -> None:
         _choice("tokenizer_cfg", "type", self.type, TOKENIZER_TYPES)
         _choice("tokenizer_cfg", "clean", self.clean, CLEAN_MODES)
+        _choice("tokenizer_cfg", "normalize", self.normalize, (None, *NORMALIZE_MODES))
+        _choice("tokenizer_cfg", "padding_side", self.padding_side, (None, *PADDING_SIDES))
         if self.type == "hf" and not self.name:
             raise ConfigError("tokenizer_cfg.type 'hf' needs a name: the directory or Hub repo of the tokenizer files")
 

@@ -15,19 +15,20 @@ from __future__ import annotations
 
 import functools
 import gzip
-import html
 import re
 import threading
 from collections.abc import Sequence
 from importlib import resources
 
-import ftfy
 import numpy as np
 import regex
 import torch
 from tokenizers import Tokenizer, models, pre_tokenizers
 
-from ..errors import InputTypeError, TokenizerError
+from ..errors import InputTypeError
+from .clean import PLAIN_ASCII as _PLAIN_ASCII
+from .clean import clean_lower
+from .inputs import check_length
 
 DEFAULT_CONTEXT_LENGTH = 77
 SOT = "<start_of_text>"
@@ -36,8 +37,6 @@ EOT = "<end_of_text>"
 _SPLIT = regex.compile(SOT + "|" + EOT + r"""|'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+""", regex.IGNORECASE)
 # The same split restricted to lowercased ASCII, where \p{L} is [a-z] and \p{N} is [0-9].
 _SPLIT_ASCII = re.compile(SOT + "|" + EOT + r"""|[a-z]+|[0-9]|'(?:s|t|re|ve|m|ll|d)|[^\sa-z0-9]+""")
-# Text that ftfy and html unescaping leave alone: printable ASCII, tab/newline/CR, and no '&'.
-_PLAIN_ASCII = re.compile(r"[\t\n\r\x20-\x25\x27-\x7e]*")
 _CACHE_LIMIT = 500_000
 
 
@@ -65,10 +64,8 @@ def _vocab_and_merges() -> tuple[dict[str, int], list[tuple[str, str]]]:
 
 
 def clean_text(text: str) -> str:
-    """OpenAI's cleaning: ftfy, html unescape twice, collapse whitespace, lowercase."""
-    if not _PLAIN_ASCII.fullmatch(text):
-        text = html.unescape(html.unescape(ftfy.fix_text(text)))
-    return " ".join(text.split()).lower()
+    """OpenAI's cleaning: ftfy, html unescape twice, collapse whitespace, lowercase (open_clip's ``lower``)."""
+    return clean_lower(text)
 
 
 def split_words(cleaned: str) -> list[str]:
@@ -79,12 +76,13 @@ def split_words(cleaned: str) -> list[str]:
 class ClipTokenizer:
     """``tokenizer(texts) -> LongTensor[N, context_length]``: start token, BPE ids, end token, zero padding.
 
-    Over-long texts are truncated and keep their end token, as OpenAI's do. Any ``str`` is accepted.
+    Over-long texts are truncated and keep their end token, as OpenAI's do. Any ``str`` is accepted. Instances
+    pickle (DataLoader workers under spawn, process pools): only the context length travels, the vocabulary is the
+    package's and the cache and lock are rebuilt.
     """
 
     def __init__(self, context_length: int = DEFAULT_CONTEXT_LENGTH):
-        _check_length(context_length)
-        self.context_length = context_length
+        self.context_length = check_length(context_length)
         vocab, merges = _vocab_and_merges()
         self.vocab_size = len(vocab)
         self.sot_token_id = vocab[SOT]
@@ -94,6 +92,12 @@ class ClipTokenizer:
         self._seed = {SOT: [self.sot_token_id], EOT: [self.eot_token_id], "": []}
         self._cache: dict[str, list[int]] = dict(self._seed)
         self._lock = threading.Lock()
+
+    def __getstate__(self) -> dict[str, int]:
+        return {"context_length": self.context_length}
+
+    def __setstate__(self, state: dict[str, int]) -> None:
+        self.__init__(state["context_length"])  # type: ignore[misc]
 
     def _chunks(self, text: object, index: int) -> list[str]:
         """Cleaned text split at whitespace. No split pattern matches across whitespace, so a text's
@@ -125,8 +129,7 @@ class ClipTokenizer:
             texts = [texts]
         elif not isinstance(texts, Sequence) or isinstance(texts, (bytes, bytearray)):
             raise InputTypeError(f"tokenizer expects a str or a sequence of str, got {type(texts).__name__}")
-        length = context_length or self.context_length
-        _check_length(length)
+        length = check_length(context_length or self.context_length)
         keep, eot = length - 2, self.eot_token_id
         out = np.zeros((len(texts), length), dtype=np.int64)
         out[:, 0] = self.sot_token_id
@@ -166,11 +169,6 @@ class ClipTokenizer:
         byte_decoder = {c: b for b, c in _bytes_to_unicode().items()}
         data = bytearray(byte_decoder[c] for c in "".join(pieces))  # type: ignore[arg-type]
         return data.decode("utf-8", errors="replace").replace("</w>", " ").strip()
-
-
-def _check_length(length: int) -> None:
-    if length < 2:
-        raise TokenizerError(f"context_length must be at least 2 (start and end tokens), got {length}")
 
 
 @functools.lru_cache(maxsize=8)
