@@ -280,7 +280,7 @@ def test_hf_vision_grad_checkpointing_gives_the_same_gradients(align_pair: tuple
 def test_hf_vision_tower_projection_and_bad_configs() -> None:
     config = {"model_type": "align_vision_model", **ALIGN_VISION}
     tower = HFVisionTower(VisionConfig(hf_config=config, hf_proj_type="linear", proj_bias=True), 24)
-    assert tower.output_dim == 24 and tower.head() == [tower.proj] and tower.proj.bias is not None
+    assert tower.output_dim == 24 and tower.head_parts() == [tower.proj] and tower.proj.bias is not None
     assert tower(torch.randn(2, 3, 64, 64)).shape == (2, 24)
     with pytest.raises(ConfigError, match="model_type"):
         HFVisionTower(VisionConfig(hf_config={"image_size": 64}), 24)
@@ -421,15 +421,20 @@ def test_named_hf_text_configs_resolve_their_encoder_through_the_cache(hub_cache
         assert (cfg.text_cfg.hf_model_name, cfg.text_cfg.hf_pooler_type, cfg.text_cfg.hf_proj_type) == (
             encoder, "mean", "mlp")
         assert (cfg.tokenizer_cfg.type, cfg.tokenizer_cfg.name, cfg.quick_gelu) == ("hf", encoder, quick)
-    text_cfg = get_model_config("xlm-roberta-base-ViT-B-32").text_cfg
+    # The named configs embed their encoder's architecture, so they build with nothing downloaded …
+    named = HFTextTower(dataclasses.replace(get_model_config("xlm-roberta-base-ViT-B-32").text_cfg,
+                                            hf_model_pretrained=False), 512)
+    assert named.hf_config["hidden_size"] == 768 and len(named.blocks()) == 12
+    # … and a config naming only the Hub id reads the encoder's config.json through the cache.
+    text_cfg = dataclasses.replace(get_model_config("xlm-roberta-base-ViT-B-32").text_cfg, hf_config=None)
     tower = HFTextTower(dataclasses.replace(text_cfg, hf_model_pretrained=False), 512)
     assert tower.pad_id == 1 and tower.hf_config["hidden_size"] == 32 and len(tower.blocks()) == 2
     assert tower(torch.tensor([[0, 4, 5, 2, 1, 1]])).shape == (1, 512)
     # Asked for the encoder's own weights, which the cache does not hold: an error naming the repo.
     with pytest.raises(PretrainedError, match="'xlm-roberta-base'.*pretrained weights"):
         HFTextTower(text_cfg, 512)
-    with pytest.raises(PretrainedError, match="'roberta-base' is not a local directory"):
-        HFTextTower(get_model_config("roberta-ViT-B-32").text_cfg, 512)
+    with pytest.raises(PretrainedError, match="'roberta-base'"):
+        HFTextTower(dataclasses.replace(get_model_config("roberta-ViT-B-32").text_cfg, hf_config=None), 512)
 
 
 def test_hub_encoder_weights_come_from_the_cache(hub_cache: Path) -> None:

@@ -267,7 +267,7 @@ def test_every_registry_entry_builds_without_downloading(monkeypatch):
         config = entry.apply(get_model_config(model))
         if repr(config) not in built:  # many tags share a config: build each architecture once
             with torch.device("meta"):
-                Clip(config)
+                Clip(config.for_checkpoint())  # as create_model builds it: the checkpoint fills every weight
             built.add(repr(config))
 
 

@@ -318,7 +318,7 @@ def test_training_step_locking_and_grad_checkpointing() -> None:
     assert _changed(model, before, "") == _names(model, "")  # every parameter learns, logit_bias included
 
     model = copy.deepcopy(fresh)
-    assert len(model.visual.blocks()) == 2 and model.visual.attn_pool in model.visual.head()
+    assert len(model.visual.blocks()) == 2 and model.visual.attn_pool in model.visual.head_parts()
     model.lock_image_tower(unlocked_groups=1)
     before = _step(model)
     head = _names(model, "visual.ln_post.") | _names(model, "visual.attn_pool.")

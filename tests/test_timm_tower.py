@@ -227,8 +227,8 @@ def test_blocks_and_head_come_from_timms_group_matcher(model_name: str, blocks: 
         tower = TimmVisionTower(VisionConfig(timm_model_name=model_name, **head_cfg), 512)
     names = {id(m): n for n, m in tower.trunk.named_modules()}
     assert [names[id(b)] for b in tower.blocks()] == blocks
-    *trunk_head, adapter = tower.head()
-    assert [names[id(m)] for m in trunk_head] == head and adapter is tower.adapter
+    *trunk_head, adapter = tower.head_parts()
+    assert [names[id(m)] for m in trunk_head] == head and adapter is tower.head
     # stem, blocks and head partition the trunk: unlocking one block frees exactly it and the head
     from clipworks.model.lock import lock_tower
 

@@ -229,7 +229,7 @@ def count_parameters(config: ClipConfig) -> int | None:
     cannot be built without its files."""
     try:
         with torch.device("meta"):
-            model = Clip(config)
+            model = Clip(config.for_checkpoint())
     except (OSError, ClipworksError):
         return None
     return sum(p.numel() for p in model.parameters())

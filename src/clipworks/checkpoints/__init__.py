@@ -211,22 +211,11 @@ def load_checkpoint(
     """
     try:
         cfg, sd, kind = load_state(path, config)
-        model = Clip(_encoders_from_config(cfg))
+        model = Clip(cfg.for_checkpoint())
     except ConfigError as e:
         raise CheckpointError(f"{path}: {e}") from e
     load_strict(model, sd, f"checkpoint {path} ({kind} format)")
     return model.to(device).eval()
-
-
-def _encoders_from_config(cfg: ClipConfig) -> ClipConfig:
-    """The checkpoint fills every weight: a Hugging Face tower named by a directory or Hub repo is built from that
-    encoder's config alone, its own weights neither read nor downloaded."""
-    text, vision = cfg.text_cfg, cfg.vision_cfg
-    if text.is_hf and text.hf_config is None:
-        text = dataclasses.replace(text, hf_model_pretrained=False)
-    if vision.kind == "hf" and vision.hf_config is None:
-        vision = dataclasses.replace(vision, hf_model_pretrained=False)
-    return dataclasses.replace(cfg, text_cfg=text, vision_cfg=vision)
 
 
 def save_pretrained(model: Clip, directory: str | Path, format: Format = "native",
@@ -241,7 +230,8 @@ def save_pretrained(model: Clip, directory: str | Path, format: Format = "native
     if format == "native":
         tokenizer_files = _tokenizer_files(model.config)
         with atomic_dir(directory) as tmp:
-            (tmp / "config.json").write_text(json.dumps({NATIVE_MARKER: NATIVE_VERSION, "model": model.config.to_dict()}, indent=2))
+            config = model.config.for_checkpoint()  # the weights are in this directory, never re-fetched
+            (tmp / "config.json").write_text(json.dumps({NATIVE_MARKER: NATIVE_VERSION, "model": config.to_dict()}, indent=2))
             save_file(state, str(tmp / "model.safetensors"), metadata={"format": "pt"})
             for f in tokenizer_files:
                 shutil.copyfile(f, tmp / f.name)

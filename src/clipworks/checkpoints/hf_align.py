@@ -18,7 +18,8 @@ from typing import Any
 import torch
 
 from ..errors import CheckpointError
-from ..model.config import ClipConfig, PreprocessConfig, TextConfig, TokenizerConfig, VisionConfig
+from ..model.config import ClipConfig, PreprocessConfig, TextConfig, VisionConfig
+from ..text.hf_dir import tokenizer_config_for_dir
 from .hf import read_preprocessor
 
 CONTEXT_LENGTH = 64  # AlignProcessor pads and truncates captions to 64 tokens
@@ -50,7 +51,7 @@ def config_from_hf(hf: dict[str, Any], directory: str | Path) -> ClipConfig:
                             hf_proj_type="linear", hf_proj_bias=True),
         init_logit_scale=math.log(1 / temperature),
         preprocess_cfg=preprocess,
-        tokenizer_cfg=TokenizerConfig(type="hf", name=str(directory)),
+        tokenizer_cfg=tokenizer_config_for_dir(directory),
     )
 
 

@@ -14,7 +14,8 @@ from typing import Any
 import torch
 
 from ..errors import CheckpointError
-from ..model.config import ClipConfig, TokenizerConfig
+from ..model.config import ClipConfig
+from ..text.hf_dir import tokenizer_config_for_dir
 from . import hf
 
 
@@ -28,7 +29,7 @@ def config_from_hf(hf_cfg: dict[str, Any], directory: str | Path) -> ClipConfig:
     return dataclasses.replace(
         cfg,
         text_cfg=dataclasses.replace(cfg.text_cfg, pool_type="eos", eos_id=eos),
-        tokenizer_cfg=TokenizerConfig(type="hf", name=str(directory)),
+        tokenizer_cfg=tokenizer_config_for_dir(directory),
     )
 
 

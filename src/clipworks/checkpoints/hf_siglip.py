@@ -16,7 +16,8 @@ from typing import Any
 import torch
 
 from ..errors import CheckpointError
-from ..model.config import ClipConfig, PreprocessConfig, TextConfig, TokenizerConfig, VisionConfig
+from ..model.config import ClipConfig, PreprocessConfig, TextConfig, VisionConfig
+from ..text.hf_dir import tokenizer_config_for_dir
 from . import hf
 
 # transformers' defaults (SiglipTextConfig, SiglipVisionConfig) for fields a config.json may leave out.
@@ -122,7 +123,7 @@ def config_from_hf(hf_cfg: dict[str, Any], directory: str | Path) -> ClipConfig:
         init_logit_scale=math.log(10.0),  # SigLIP's initialisation; the checkpoint's values replace both
         init_logit_bias=-10.0,
         preprocess_cfg=hf.read_preprocessor(directory, PreprocessConfig(size=image_size, **_PREPROCESS)),
-        tokenizer_cfg=TokenizerConfig(type="hf", name=str(directory)),
+        tokenizer_cfg=tokenizer_config_for_dir(directory),
     )
 
 

@@ -13,7 +13,13 @@ from ..errors import UsageError
 from ..factory import describe
 from ..model import list_models
 from ..model.config import QUICKGELU_SUFFIX, normalize_model_name
-from ..pretrained import DEFAULT_FILE, PretrainedEntry, get_pretrained_cfg, list_pretrained, list_pretrained_tags_by_model
+from ..pretrained import (
+    DEFAULT_FILE,
+    PretrainedEntry,
+    get_pretrained_cfg,
+    list_pretrained,
+    list_pretrained_tags_by_model,
+)
 from .common import user_errors
 
 out = Console()

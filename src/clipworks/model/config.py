@@ -398,6 +398,16 @@ class ClipConfig:
     def image_size(self) -> int:
         return self.preprocess_cfg.size or self.vision_cfg.image_size
 
+    def for_checkpoint(self) -> ClipConfig:
+        """This config as a checkpoint's weights will fill it: Hugging Face towers are built from their config
+        alone, their own pretrained weights (``hf_model_pretrained``) neither read nor downloaded."""
+        text, vision = self.text_cfg, self.vision_cfg
+        if text.is_hf:
+            text = dataclasses.replace(text, hf_model_pretrained=False)
+        if vision.kind == "hf":
+            vision = dataclasses.replace(vision, hf_model_pretrained=False)
+        return dataclasses.replace(self, text_cfg=text, vision_cfg=vision)
+
     def preprocess(self) -> PreprocessConfig:
         """``preprocess_cfg`` with its size filled in from the image tower when it names none."""
         return dataclasses.replace(self.preprocess_cfg, size=self.image_size)

@@ -28,7 +28,7 @@ def lock_tower(tower: Tower, unlocked: int = 0, freeze_norms: bool = True, freez
     of the locked part in eval mode (``Clip.train`` honours the ``stats_frozen`` mark), so their
     running statistics stop moving too.
     """
-    blocks, head = tower.blocks(), tower.head()
+    blocks, head = tower.blocks(), tower.head_parts()
     if not 0 <= unlocked <= len(blocks):
         raise ConfigError(f"can unlock 0 to {len(blocks)} blocks of this {type(tower).__name__}, got {unlocked}")
     trainable = [*blocks[len(blocks) - unlocked :], *head] if unlocked else []

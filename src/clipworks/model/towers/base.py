@@ -16,7 +16,7 @@ class Tower(nn.Module):
     """``forward(x) -> [B, output_dim]`` is the pure embedding: no data-dependent shapes, no host syncs.
 
     ``blocks()`` are the repeated units (transformer blocks, ResNet stages): the granularity of LiT's
-    ``unlocked`` count, of FSDP shard units and of activation checkpointing. ``head()`` is what comes after the
+    ``unlocked`` count, of FSDP shard units and of activation checkpointing. ``head_parts()`` is what comes after the
     last block (final norm, pooling, projection): unlocking any block unlocks it too.
     """
 
@@ -25,7 +25,7 @@ class Tower(nn.Module):
     def blocks(self) -> list[nn.Module]:
         raise NotImplementedError
 
-    def head(self) -> list[Part]:
+    def head_parts(self) -> list[Part]:
         raise NotImplementedError
 
     def no_weight_decay(self) -> set[str]:

@@ -86,7 +86,7 @@ class HFTextTower(TextTower):
         self.hf_config = cfg.hf_config if cfg.hf_config is not None else read_hf_config(name)
         self.pad_id = _checked_pad_id(self.hf_config, cfg.context_length, name)
         self.context_length = cfg.context_length
-        pretrained = cfg.hf_config is None and cfg.hf_model_pretrained
+        pretrained = cfg.hf_model_pretrained  # off whenever a checkpoint fills the weights (ClipConfig.for_checkpoint)
         encoder = hf_encoder.build(self.hf_config, name, pretrained, _WHAT, "text_cfg.hf_model_name")
         # Pooling replaces the encoder's own pooler head; left in, its weights would get no gradient
         # (DDP refuses unused parameters) and would be saved for nothing.
@@ -109,7 +109,7 @@ class HFTextTower(TextTower):
     def blocks(self) -> list[nn.Module]:
         return list(self.layers)
 
-    def head(self) -> list[Part]:
+    def head_parts(self) -> list[Part]:
         # Without a per-architecture table, the head is whatever the encoder registers after its last block
         # (a final norm in pre-LN encoders, nothing in BERT), plus our projection.
         return [*hf_encoder.params_after(self.transformer, self.layers), self.proj]

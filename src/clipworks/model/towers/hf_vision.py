@@ -49,7 +49,7 @@ class HFVisionTower(Tower):
             raise ConfigError("HFVisionTower needs vision_cfg.hf_model_name or vision_cfg.hf_config")
         if "model_type" not in self.hf_config:
             raise ConfigError(f"vision_cfg.hf_config of {name or 'the model'} has no 'model_type'")
-        pretrained = cfg.hf_config is None and cfg.hf_model_pretrained
+        pretrained = cfg.hf_model_pretrained  # off whenever a checkpoint fills the weights (ClipConfig.for_checkpoint)
         self.trunk = hf_encoder.build(self.hf_config, name, pretrained, _WHAT, _FIELD)
         width = hf_encoder.output_width(self.trunk)
         if cfg.hf_proj_type == "linear":
@@ -62,7 +62,7 @@ class HFVisionTower(Tower):
     def blocks(self) -> list[nn.Module]:
         return list(hf_encoder.find_blocks(self.trunk))
 
-    def head(self) -> list[Part]:
+    def head_parts(self) -> list[Part]:
         # What the encoder registers after its last block (a top convolution, a final norm) and our projection.
         return [*hf_encoder.params_after(self.trunk, hf_encoder.find_blocks(self.trunk)), self.proj]
 

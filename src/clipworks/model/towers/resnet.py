@@ -116,7 +116,7 @@ class ModifiedResNet(Tower):
     def blocks(self) -> list[nn.Module]:
         return [self.layer1, self.layer2, self.layer3, self.layer4]
 
-    def head(self) -> list[Part]:
+    def head_parts(self) -> list[Part]:
         return [self.attnpool]
 
     def no_weight_decay(self) -> set[str]:

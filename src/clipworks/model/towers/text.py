@@ -48,7 +48,7 @@ class TextTransformer(TextTower):
     def blocks(self) -> list[nn.Module]:
         return list(self.transformer.resblocks)
 
-    def head(self) -> list[Part]:
+    def head_parts(self) -> list[Part]:
         return [p for p in (self.ln_final, self.text_projection) if p is not None]
 
     def no_weight_decay(self) -> set[str]:

@@ -115,9 +115,7 @@ class TimmVisionTower(Tower):
             head["mlp"] = timm.layers.Mlp(width, 2 * output_dim, output_dim, drop=(cfg.timm_drop, 0.0),
                                           bias=(True, cfg.timm_proj_bias))
             width = output_dim
-        # open_clip's name is ``head`` (keys ``head.proj.weight``…), which is also ``Tower.head()``: registered
-        # by hand, reached through ``adapter``.
-        self._modules["head"] = nn.Sequential(OrderedDict(head))
+        self.head = nn.Sequential(OrderedDict(head))  # open_clip's name: keys head.proj.weight, …
         self.output_dim = width
         self.image_size = cfg.image_size
 
@@ -150,19 +148,19 @@ class TimmVisionTower(Tower):
         pairs = [(spec, None)] if isinstance(spec, str) else [(s, None) if isinstance(s, str) else s for s in spec]
         return [re.compile(p.removeprefix("^")) for p, ids in pairs if ids is None and re.compile(p).groups]
 
-    def head(self) -> list[Part]:
+    def head_parts(self) -> list[Part]:
         """What runs after the last block: the trunk's final norm / conv / classifier, then the adapter head."""
         names = [n for n, _ in self.trunk.named_parameters()]
         last_block = {id(p) for p in self.blocks()[-1].parameters()}
         last = max(i for i, (_, p) in enumerate(self.trunk.named_parameters()) if id(p) in last_block)
-        return [*_params_cover(self.trunk, set(names[last + 1:])), self.adapter]
+        return [*_params_cover(self.trunk, set(names[last + 1:])), self.head]
 
     def no_weight_decay(self) -> set[str]:
         """timm's own exemptions (position embeddings, class tokens; wildcards resolved), under ``trunk.``."""
         patterns = set(self.trunk.no_weight_decay()) if hasattr(self.trunk, "no_weight_decay") else set()
         names = {n for n, _ in self.trunk.named_parameters() if any(fnmatch.fnmatchcase(n, p) for p in patterns)}
         out = {"trunk." + n for n in names}
-        out |= {"head." + n for n, _ in self.adapter.named_parameters() if n.endswith("pos_embed")}
+        out |= {"head." + n for n, _ in self.head.named_parameters() if n.endswith("pos_embed")}
         return out
 
     def set_grad_checkpointing(self, enable: bool) -> None:
@@ -182,12 +180,6 @@ class TimmVisionTower(Tower):
         self.eval()
         timm.models.reparameterize_model(self.trunk, inplace=True)
 
-    @property
-    def adapter(self) -> nn.Sequential:
-        """open_clip's ``head``: the pooling and projection added after the trunk (empty when timm's own
-        classifier is the projection)."""
-        return self._modules["head"]  # type: ignore[return-value]
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         dtype = next(self.trunk.parameters()).dtype  # images come as float32 whatever the model's precision
-        return self.adapter(self.trunk(x.to(dtype)))
+        return self.head(self.trunk(x.to(dtype)))

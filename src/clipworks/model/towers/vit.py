@@ -113,7 +113,7 @@ class VisionTransformer(Tower):
     def blocks(self) -> list[nn.Module]:
         return list(self.transformer.resblocks)
 
-    def head(self) -> list[Part]:
+    def head_parts(self) -> list[Part]:
         return [p for p in (self.ln_post, self.attn_pool, self.proj) if p is not None]
 
     def no_weight_decay(self) -> set[str]:
