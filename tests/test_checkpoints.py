@@ -192,3 +192,26 @@ def test_missing_and_unexpected_keys_are_listed(tmp_path):
 def test_missing_checkpoint(tmp_path):
     with pytest.raises(CheckpointError, match="not found"):
         load_checkpoint(tmp_path / "nope.pt")
+
+
+@pytest.mark.parametrize("width,head_width", [(1280, 80), (1408, 88), (1664, 104)])
+def test_bare_state_dicts_of_h_g_bigg_towers_infer_their_head_width(tmp_path, width, head_width):
+    """ViT-H/g/bigG image towers use 80/88/104-wide heads; a bare state dict does not say so, and 64-wide heads
+    would load without a shape error and give wrong embeddings."""
+    torch.manual_seed(0)
+    ref = open_clip.CLIP(embed_dim=32, quick_gelu=True,
+                         vision_cfg=dict(image_size=28, layers=1, width=width, head_width=head_width, patch_size=14),
+                         text_cfg=dict(context_length=77, vocab_size=49408, width=64, heads=1, layers=1)).eval()
+    torch.save(ref.state_dict(), tmp_path / "bare.pt")
+    model = load_checkpoint(tmp_path / "bare.pt")
+    assert model.config.vision_cfg.head_width == head_width
+    x = torch.randn(2, 3, 28, 28)
+    with torch.no_grad():
+        assert (ref.encode_image(x) - model.encode_image(x)).abs().max().item() <= TOL
+
+
+def test_an_open_clip_training_checkpoint_is_read_with_the_config_it_names(tmp_path):
+    ref = open_clip_model("tiny-vit", quick_gelu=False)
+    torch.save({"name": "tiny-vit", "state_dict": ref.state_dict()}, tmp_path / "epoch_1.pt")
+    assert load_checkpoint(tmp_path / "epoch_1.pt").config == clipworks.load_checkpoint(
+        tmp_path / "epoch_1.pt", config="tiny-vit").config

@@ -151,6 +151,15 @@ def read_config(path: str | Path, config: str | Path | ClipConfig | None = None)
     return cfg_file, kind
 
 
+def _known_config(name: object) -> ClipConfig | None:
+    if not isinstance(name, str):
+        return None
+    try:
+        return get_model_config(name)
+    except ConfigError:
+        return None
+
+
 def _read_file_state(path: Path, cfg: ClipConfig | None) -> tuple[ClipConfig, dict[str, torch.Tensor], str]:
     sd, meta = read_file(path)
     if hf.is_hf_layout(sd):
@@ -164,10 +173,12 @@ def _read_file_state(path: Path, cfg: ClipConfig | None) -> tuple[ClipConfig, di
                 raise CheckpointError(f"{path} holds an open_clip model with a timm or custom tower; its architecture "
                                       "cannot be read off the weights: pass config= (e.g. the open_clip model name)")
             # A bare state dict does not record its activation: OpenAI's weights use QuickGELU; an
-            # open_clip training checkpoint names its model config, and that name says which.
+            # open_clip training checkpoint names its model config, and that name says which (and, when it is
+            # one of ours, the whole architecture: shapes cannot tell head counts apart).
             name = meta.get("name")
+            named = _known_config(name)
             quick = ("quickgelu" in name) if isinstance(name, str) else True
-            cfg = openai.infer_config(sd, quick_gelu=quick, source=str(path))
+            cfg = named or openai.infer_config(sd, quick_gelu=quick, source=str(path))
         return cfg, open_clip.to_native(sd, cfg), "openai" if meta.get("torchscript") else "open_clip"
     if any(k.startswith("visual.") for k in sd) and any(k.startswith("text.") for k in sd):
         if cfg is None:

@@ -43,9 +43,18 @@ def _count(sd: dict[str, torch.Tensor], prefix: str, index: int) -> int:
     return len({k.split(".")[index] for k in sd if k.startswith(prefix)})
 
 
+# Head widths of the released image towers that are not 64 wide: ViT-H (1280 → 80), ViT-g (1408 → 88),
+# ViT-bigG (1664 → 104). Shapes alone cannot tell heads apart; these widths are unambiguous among releases.
+_VIT_HEAD_WIDTHS = {1280: 80, 1408: 88, 1664: 104}
+
+
+def _vit_head_width(width: int) -> int:
+    return _VIT_HEAD_WIDTHS.get(width, 64 if width % 64 == 0 else width)
+
+
 def infer_config(sd: dict[str, torch.Tensor], quick_gelu: bool, source: str) -> ClipConfig:
-    """Architecture from tensor shapes (OpenAI layout). Head counts assume 64-wide heads, as every
-    released OpenAI/open_clip ViT and text tower uses; pass an explicit config for anything else."""
+    """Architecture from tensor shapes (OpenAI layout). Head counts follow the released models: 64-wide heads
+    except ViT-H/g/bigG image towers (80, 88, 104); pass an explicit config for anything else."""
     try:
         embed_dim = sd["text_projection"].shape[1]
         text_width = sd["ln_final.weight"].shape[0]
@@ -66,7 +75,7 @@ def infer_config(sd: dict[str, torch.Tensor], quick_gelu: bool, source: str) -> 
                 image_size=patch * grid,
                 layers=_count(sd, "visual.transformer.resblocks.", 3),
                 width=width,
-                head_width=64 if width % 64 == 0 else width,
+                head_width=_vit_head_width(width),
                 mlp_ratio=sd["visual.transformer.resblocks.0.mlp.c_fc.weight"].shape[0] / width,
                 patch_size=patch,
                 ls_init_value=1.0 if "visual.transformer.resblocks.0.ls_1.gamma" in sd else None,
