@@ -14,6 +14,7 @@ import time
 from pathlib import Path
 
 import pytest
+import tokenizer_refs
 import torch
 from fakehub import FakeHub
 from safetensors.torch import save_file
@@ -46,7 +47,7 @@ def local(tmp_path_factory) -> dict[str, Path]:
     ref = open_clip.CLIP(**model_cfg).eval()
     sd = {k: v.contiguous() for k, v in ref.state_dict().items()}
     oc_config = json.dumps({"model_cfg": model_cfg, "preprocess_cfg": {"interpolation": "bilinear"}})
-    dirs = {name: root / name for name in ("oc", "oc_bin", "hf", "bert", "no_weights", "no_config")}
+    dirs = {name: root / name for name in ("oc", "oc_bin", "hf", "bert", "no_weights", "no_config", "siglip")}
     for p in dirs.values():
         p.mkdir()
     (dirs["oc"] / "open_clip_config.json").write_text(oc_config)
@@ -62,11 +63,20 @@ def local(tmp_path_factory) -> dict[str, Path]:
     )).save_pretrained(dirs["hf"])
     transformers.BertModel(transformers.BertConfig(vocab_size=100, hidden_size=32, num_hidden_layers=1,
                                                    num_attention_heads=2, intermediate_size=64)).save_pretrained(dirs["bert"])
+    # A SiglipModel repo as google/siglip-* hold it: weights, config, image processor, SentencePiece tokenizer.
+    spm = tokenizer_refs.train_spm("t5", tokenizer_refs.training_text(1500), vocab_size=300)
+    (dirs["siglip"] / "spiece.model").write_bytes(spm)
+    transformers.SiglipTokenizer(str(dirs["siglip"] / "spiece.model")).save_pretrained(dirs["siglip"])
+    transformers.SiglipModel(transformers.SiglipConfig(
+        text_config={**small, "vocab_size": 300, "max_position_embeddings": 64},
+        vision_config={**small, "image_size": 32, "patch_size": 8})).save_pretrained(dirs["siglip"])
+    transformers.SiglipImageProcessor(size={"height": 32, "width": 32}).save_pretrained(dirs["siglip"])
     return dirs
 
 
 REPOS = {"test/oc-tiny": "oc", "test/oc-bin": "oc_bin", "test/hf-clip": "hf", "test/bert": "bert",
-         "test/no-weights": "no_weights", "test/no-config": "no_config", "test/oc-broken": "oc"}
+         "test/no-weights": "no_weights", "test/no-config": "no_config", "test/oc-broken": "oc",
+         "test/siglip": "siglip"}
 
 
 @pytest.fixture(scope="module")
@@ -142,6 +152,23 @@ def test_hub_repo_loads_like_its_local_files_and_then_offline(hub, local, repo, 
     go_offline(hub, monkeypatch)
     assert_same(clipworks.create_model("hf-hub:" + repo), model)
     assert clipworks.get_tokenizer("hf-hub:" + repo)("a cat").shape[-1] == model.config.context_length
+
+
+def test_siglip_repo_brings_its_tokenizer_and_preprocessing(hub, local, monkeypatch):
+    """A Hugging Face SigLIP repo: weights, SentencePiece tokenizer and image processor all come down with it."""
+    model, _, preprocess = clipworks.create_model_and_transforms("hf-hub:test/siglip")
+    tokenizer = clipworks.get_tokenizer("hf-hub:test/siglip")
+    reference = transformers.AutoTokenizer.from_pretrained(local["siglip"])
+    captions = ["A photo of a CAT!", "two dogs, playing in the snow"]
+    expected = reference(captions, padding="max_length", max_length=64, truncation=True, return_tensors="pt").input_ids
+    assert torch.equal(tokenizer(captions), expected)
+    assert (preprocess.resize_mode, preprocess.mean) == ("squash", (0.5, 0.5, 0.5)) and model.uses_sigmoid
+    go_offline(hub, monkeypatch)
+    assert torch.equal(clipworks.get_tokenizer("hf-hub:test/siglip")(captions), expected)
+    again, x = clipworks.create_model("hf-hub:test/siglip"), torch.randn(1, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(again.encode_text(expected), model.encode_text(expected))
+        assert torch.equal(again.encode_image(x), model.encode_image(x))
 
 
 def test_unreachable_hub_serves_the_cache_without_retrying(hub, local):
