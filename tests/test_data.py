@@ -303,6 +303,19 @@ def test_resume_mid_epoch_gives_the_same_batches_fast_path(idx_dir):
     assert sorted(i for b in full for i in b[0]) == sorted(loader.indices(2, b).tolist()[j] for b in range(6) for j in range(6))
 
 
+def test_array_sources_take_the_pil_path_when_the_batched_transform_cannot_match(idx_dir):
+    """MobileCLIP's bilinear preprocessing (or a 'longest' resize) has no batched twin: the loader decodes per image,
+    exactly as the model's own transform does, instead of failing in a worker."""
+    src = open_source(idx_dir)
+    for fields in ({"interpolation": "bilinear"}, {"resize_mode": "longest"}):
+        transform = ImageTransform(20, **fields)
+        assert not transform.batchable
+        loader = PairLoader(src, transform, tokenizer, batch_size=4, seed=0)
+        batch = next(iter(loader.epoch(0)))
+        expected = torch.stack([transform(src.get(i).image) for i in batch.indices.tolist()])
+        assert torch.equal(batch.images, expected) and batch.images.shape == (4, 3, 20, 20)
+
+
 def test_resume_and_workers_give_the_same_batches_per_sample_path(captioned_dir):
     src = open_source(captioned_dir)
     inline = PairLoader(src, ImageTransform(16, train=True), tokenizer, batch_size=3, seed=5)

@@ -3,6 +3,7 @@ embeddings; the rotary embedding equals timm's; an EVA tower trains, locks and c
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -235,3 +236,31 @@ def test_eva_tower_exports_with_a_dynamic_batch(one_thread):
     program = torch.export.export(tower, (torch.randn(2, 3, 32, 32),), dynamic_shapes=({0: batch_dim},))
     x = torch.randn(5, 3, 32, 32)
     torch.testing.assert_close(program.module()(x), tower(x), rtol=0, atol=1e-6)
+
+
+def test_trainer_patch_dropout_is_refused_by_a_rope_tower(tmp_path):
+    """The run's patch_dropout goes through the tower: a rope tower refuses it before any step, and the ViT of
+    another family takes it and records it in a config that still rebuilds."""
+    from clipworks.train.config import TrainConfig
+    from clipworks.train.loop import build_model
+
+    eva = tmp_path / "eva.json"
+    eva.write_text(json.dumps({"embed_dim": 24, "vision_cfg": TINY_EVA_VISION,
+                               "text_cfg": {"context_length": 8, "vocab_size": 64, "width": 32, "heads": 2, "layers": 1}}))
+    with pytest.raises(ConfigError, match="patch_dropout with rope"):
+        build_model(TrainConfig(model=str(eva), patch_dropout=0.5))
+    model = build_model(TrainConfig(model="tiny-vit", patch_dropout=0.5))
+    assert model.visual.patch_dropout.prob == 0.5 and model.config.vision_cfg.patch_dropout == 0.5
+    assert ClipConfig.from_dict(model.config.to_dict()).vision_cfg.patch_dropout == 0.5
+    with pytest.raises(ConfigError, match="patch_dropout"):
+        build_model(TrainConfig(model="tiny-vit", patch_dropout=1.5))
+
+
+def test_an_open_clip_training_checkpoint_names_its_timm_tower_config(tmp_path, eva_hub, eva_loaded):
+    """open_clip's trainer saves {"name": model, "state_dict": …}: the name is enough, no config= needed."""
+    ref, _ = eva_hub
+    torch.save({"epoch": 1, "name": "EVA02-B-16", "state_dict": {"module." + k: v for k, v in ref.state_dict().items()}},
+               tmp_path / "epoch_1.pt")
+    model = load_checkpoint(tmp_path / "epoch_1.pt")
+    assert model.config.diff(eva_loaded.config) == []
+    assert_same_embeddings(ref, model)

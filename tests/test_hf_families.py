@@ -109,6 +109,21 @@ def test_align_matches_transformers(align_pair: tuple) -> None:
     assert image.shape == (3, 16) and text.shape == (len(CAPTIONS), 16)
 
 
+def test_align_logits_follow_a_temperature_below_one_hundredth(align_dir: Path, tmp_path: Path) -> None:
+    """CLIP clamps its training temperature at 100; scoring uses the model's own, as transformers' ALIGN does."""
+    shutil.copytree(align_dir, tmp_path / "align")
+    reference = transformers.AlignModel.from_pretrained(align_dir).eval()
+    with torch.no_grad():
+        reference.temperature.fill_(0.004)
+    reference.save_pretrained(tmp_path / "align")
+    model = clipworks.load_checkpoint(tmp_path / "align")
+    images, tokens = _align_inputs(model)
+    with torch.no_grad():
+        out = reference(input_ids=tokens, attention_mask=(tokens != 0).long(), pixel_values=images)
+        img, txt = model.encode_image(images, normalize=True), model.encode_text(tokens, normalize=True)
+        torch.testing.assert_close(model.logits(img, txt), out.logits_per_image, atol=1e-4, rtol=1e-6)
+
+
 def test_align_config_tokenizer_and_preprocessing(align_dir: Path, align_pair: tuple, photos: dict) -> None:
     _, model = align_pair
     cfg = model.config

@@ -328,7 +328,7 @@ def test_register_pretrained_checks_what_it_is_given(registry):
     with pytest.raises(ConfigError, match="unknown model config 'ViT-Q-1'"):
         pretrained.register_pretrained("ViT-Q-1", "x", hub="me/q")
     with pytest.raises(ConfigError, match="not a Hugging Face Hub repo id"):
-        pretrained.register_pretrained("tiny-vit", "x", hub="just-a-name")
+        pretrained.register_pretrained("tiny-vit", "x", hub="too/many/parts")
     with pytest.raises(ConfigError, match="unknown field.*'colour'"):
         pretrained.register_pretrained("tiny-vit", "x", hub="me/tiny", preprocess={"colour": 1})
     with pytest.raises(ConfigError, match="interpolation"):

@@ -24,7 +24,7 @@ from .checkpoints import CheckpointError, load_checkpoint, read_config
 from .errors import ClipworksError, ConfigError, PretrainedError
 from .image.transforms import ImageTransform, image_transform
 from .model import Clip, ClipConfig, get_model_config, list_models
-from .model.config import normalize_model_name
+from .model.config import load_config_file, normalize_model_name
 from .pretrained import (
     HF_HUB_PREFIX,
     PretrainedEntry,
@@ -33,6 +33,7 @@ from .pretrained import (
     download_pretrained,
     get_pretrained_cfg,
     hf_layout_entries,
+    is_local_path,
     resolve_tokenizer_dir,
 )
 from .text import Tokenizer, build_tokenizer
@@ -51,9 +52,16 @@ def _is_config_name(name: str) -> bool:
 
 def _is_path(name: str) -> bool:
     """A checkpoint path rather than a config name (``ViT-B/32`` is a name; ``./ViT-B-32`` a path)."""
-    if name.startswith((".", "/", "~")) or name.endswith((".pt", ".pth", ".bin", ".safetensors", ".json")):
-        return True
-    return not _is_config_name(name) and ("/" in name.replace("\\", "/") or Path(name).exists())
+    return not _is_config_name(name) and is_local_path(name) and not _is_config_file(name)
+
+
+def _is_config_file(name: str) -> bool:
+    """A model-config JSON (ours or open_clip's, ``open_clip_config.json`` too): an architecture, no weights."""
+    return name.endswith(".json") and not Path(name).is_dir()
+
+
+def _quick(config: ClipConfig, force_quick_gelu: bool) -> ClipConfig:
+    return dataclasses.replace(config, quick_gelu=True) if force_quick_gelu else config
 
 
 def _hub_config(name: str, cache_dir: str | Path | None) -> tuple[ClipConfig, str, Path]:
@@ -77,6 +85,8 @@ def _hub_model(name: str, cache_dir: str | Path | None, force_quick_gelu: bool =
 
 
 def _named_config(name: str, force_quick_gelu: bool) -> ClipConfig:
+    if _is_config_file(name):
+        return _quick(load_config_file(name), force_quick_gelu)
     try:
         config = get_model_config(name)
     except ConfigError as e:
@@ -84,8 +94,11 @@ def _named_config(name: str, force_quick_gelu: bool) -> ClipConfig:
         if aliases:  # a registry name for a whole Hub model: it has no config of its own to build at random
             raise ConfigError(f"{name} is a Hugging Face Hub model, not a config: load it with pretrained="
                               f"{aliases[0].tag!r} or as {aliases[0].hf_hub_name!r}") from e
+        if name.count("/") == 1:
+            raise ConfigError(f"{name!r} is neither a model config name nor an existing path; for a Hugging Face "
+                              f"Hub repo write 'hf-hub:{name}'") from e
         raise
-    return dataclasses.replace(config, quick_gelu=True) if force_quick_gelu else config
+    return _quick(config, force_quick_gelu)
 
 
 def _registry_entry(model_name: str, pretrained: str | None) -> PretrainedEntry | None:
@@ -99,14 +112,17 @@ def model_config(model_name: str | ClipConfig, pretrained: str | None = None, ca
                  force_quick_gelu: bool = False) -> ClipConfig:
     """The config ``create_model`` would build, read without loading weights (Hub repos: config files only)."""
     if isinstance(model_name, ClipConfig):
-        return model_name
+        return _quick(model_name, force_quick_gelu)
     if model_name.startswith(HF_HUB_PREFIX):
-        return _hub_config(model_name, cache_dir)[0]
+        return _quick(_hub_config(model_name, cache_dir)[0], force_quick_gelu)
     if _is_path(model_name):
-        return read_config(model_name)[0]
+        return _quick(read_config(model_name)[0], force_quick_gelu)
     entry = _registry_entry(model_name, pretrained)
+    aliases = hf_layout_entries(model_name) if entry is None and not _is_config_name(model_name) else []
+    if len(aliases) == 1:  # a Hub model known by its repo name: its config is the repo's
+        entry = aliases[0]
     if entry is not None and entry.layout == "hf":
-        return _hub_config(entry.hf_hub_name, cache_dir)[0]
+        return _quick(_hub_config(entry.hf_hub_name, cache_dir)[0], force_quick_gelu)
     config = _named_config(model_name, force_quick_gelu)
     return entry.apply(config) if entry is not None else config
 
@@ -114,6 +130,7 @@ def model_config(model_name: str | ClipConfig, pretrained: str | None = None, ca
 def create_model(
     model_name: str | ClipConfig,
     pretrained: str | None = None,
+    *,
     precision: Precision = "fp32",
     device: str | torch.device = "cpu",
     force_quick_gelu: bool = False,
@@ -125,16 +142,16 @@ def create_model(
     if precision not in _DTYPES:
         raise ConfigError(f"precision must be one of {', '.join(_DTYPES)}, got {precision!r}")
     if isinstance(model_name, ClipConfig):
-        model = Clip(model_name).eval() if pretrained is None else load_checkpoint(pretrained, config=model_name)
+        config = _quick(model_name, force_quick_gelu)
+        model = Clip(config).eval() if pretrained is None else load_checkpoint(pretrained, config=config)
     elif model_name.startswith(HF_HUB_PREFIX) or (_is_path(model_name)):
         if pretrained is not None:
             raise ConfigError(f"{model_name} already names its weights; pretrained={pretrained!r} cannot be applied to it")
         if model_name.startswith(HF_HUB_PREFIX):
             model = _hub_model(model_name, cache_dir, force_quick_gelu)
         else:
-            model = load_checkpoint(model_name)
+            model = load_checkpoint(model_name, config=_quick(read_config(model_name)[0], True) if force_quick_gelu else None)
     else:
-        model_name = normalize_model_name(model_name)
         entry = _registry_entry(model_name, pretrained)
         if entry is not None and entry.layout == "hf":
             model = _hub_model(entry.hf_hub_name, cache_dir, force_quick_gelu)
@@ -155,6 +172,7 @@ def create_model(
 def create_model_and_transforms(
     model_name: str | ClipConfig,
     pretrained: str | None = None,
+    *,
     precision: Precision = "fp32",
     device: str | torch.device = "cpu",
     force_quick_gelu: bool = False,
@@ -162,7 +180,8 @@ def create_model_and_transforms(
 ) -> tuple[Clip, ImageTransform, ImageTransform]:
     """``(model, preprocess_train, preprocess_val)`` as open_clip returns them; ``preprocess_val(pil_image)`` is
     the tensor ``model.encode_image`` takes, with the model's own size, resize mode, interpolation, mean and std."""
-    model = create_model(model_name, pretrained, precision, device, force_quick_gelu, cache_dir)
+    model = create_model(model_name, pretrained, precision=precision, device=device, force_quick_gelu=force_quick_gelu,
+                         cache_dir=cache_dir)
     preprocess = model.config.preprocess()
     return model, image_transform(preprocess, train=True), image_transform(preprocess)
 
@@ -170,12 +189,14 @@ def create_model_and_transforms(
 def create_model_from_pretrained(
     model_name: str | ClipConfig,
     pretrained: str | None = None,
+    *,
     precision: Precision = "fp32",
     device: str | torch.device = "cpu",
     cache_dir: str | Path | None = None,
 ) -> tuple[Clip, ImageTransform]:
     """``(model, preprocess_val)``, open_clip's shortcut for inference."""
-    model, _, preprocess = create_model_and_transforms(model_name, pretrained, precision, device, cache_dir=cache_dir)
+    model, _, preprocess = create_model_and_transforms(model_name, pretrained, precision=precision, device=device,
+                                                       cache_dir=cache_dir)
     return model, preprocess
 
 

@@ -32,6 +32,7 @@ from ..errors import CheckpointError, ConfigError
 from ..fileio import atomic_dir
 from ..model import Clip, ClipConfig
 from ..model.config import get_model_config, load_config_file
+from ..text.hf_dir import TOKENIZER_FILES
 from . import hf, open_clip, openai
 from .reader import read_file
 from .strict import load_strict
@@ -45,9 +46,6 @@ HF_FAMILIES = {"clip": "hf", "siglip": "hf_siglip", "align": "hf_align", "metacl
 HF_NOT_READ = {"siglip2": "SigLIP 2 NaFlex (Siglip2Model: variable resolution and aspect ratio) is not supported; "
                           "the fixed-resolution SigLIP 2 checkpoints (google/siglip2-base-patch16-224, …) are "
                           "SiglipModel directories and load"}
-# Files a Hugging Face tokenizer is made of; copied next to a saved model so it tokenizes on its own.
-TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "spiece.model",
-                   "tokenizer.model", "sentencepiece.bpe.model", "vocab.txt", "vocab.json", "merges.txt")
 
 __all__ = ["CheckpointError", "detect_format", "hf_family", "load_checkpoint", "load_state", "read_config",
            "save_pretrained"]
@@ -162,6 +160,9 @@ def _known_config(name: object) -> ClipConfig | None:
 
 def _read_file_state(path: Path, cfg: ClipConfig | None) -> tuple[ClipConfig, dict[str, torch.Tensor], str]:
     sd, meta = read_file(path)
+    # An open_clip training checkpoint names its model config; when it is one of ours it gives the whole
+    # architecture (shapes cannot tell head counts, activations or timm trunks apart).
+    cfg = cfg or _known_config(meta.get("name"))
     if hf.is_hf_layout(sd):
         if cfg is None:
             raise CheckpointError(f"{path} holds Hugging Face weights without their config.json; pass config= or load "
@@ -172,13 +173,11 @@ def _read_file_state(path: Path, cfg: ClipConfig | None) -> tuple[ClipConfig, di
             if any(k.startswith(("visual.trunk.", "text.")) for k in sd):
                 raise CheckpointError(f"{path} holds an open_clip model with a timm or custom tower; its architecture "
                                       "cannot be read off the weights: pass config= (e.g. the open_clip model name)")
-            # A bare state dict does not record its activation: OpenAI's weights use QuickGELU; an
-            # open_clip training checkpoint names its model config, and that name says which (and, when it is
-            # one of ours, the whole architecture: shapes cannot tell head counts apart).
+            # A bare state dict does not record its activation: OpenAI's weights use QuickGELU; a training
+            # checkpoint's model name (even one of a config we do not have) says which.
             name = meta.get("name")
-            named = _known_config(name)
             quick = ("quickgelu" in name) if isinstance(name, str) else True
-            cfg = named or openai.infer_config(sd, quick_gelu=quick, source=str(path))
+            cfg = openai.infer_config(sd, quick_gelu=quick, source=str(path))
         return cfg, open_clip.to_native(sd, cfg), "openai" if meta.get("torchscript") else "open_clip"
     if any(k.startswith("visual.") for k in sd) and any(k.startswith("text.") for k in sd):
         if cfg is None:

@@ -11,13 +11,13 @@ EVA-01 (``eva_giant_*``) and EVA-02-E (``eva02_enormous_*``, post-norm blocks) s
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
 import torch
 
 from ..errors import CheckpointError
 from ..model.config import VisionConfig
+from . import timm_vit
 
 _EVA02_CLIP = {
     "head_width": 64,
@@ -44,27 +44,8 @@ TIMM_MODELS: dict[str, dict[str, Any]] = {
 }
 
 # timm's names (``visual.trunk.`` stripped) → ours (``visual.`` stripped); blocks are mapped by _BLOCK.
-_TRUNK = {
-    "patch_embed.proj.weight": "conv1.weight",
-    "patch_embed.proj.bias": "conv1.bias",
-    "norm.weight": "ln_post.weight",
-    "norm.bias": "ln_post.bias",
-    "head.weight": "proj.weight",
-    "head.bias": "proj.bias",
-}
-_BLOCK = {
-    "norm1": "ln_1",
-    "norm2": "ln_2",
-    "attn.norm": "attn.ln_inner",
-    "attn.proj": "attn.out_proj",
-    "mlp.fc1_g": "mlp.c_fc_gate",
-    "mlp.fc1_x": "mlp.c_fc",
-    "mlp.norm": "mlp.ln",
-    "mlp.fc2": "mlp.c_proj",
-    "gamma_1": "ls_1.gamma",
-    "gamma_2": "ls_2.gamma",
-}
-_BLOCK_KEY = re.compile(r"blocks\.(\d+)\.(.+)\.(weight|bias)$|blocks\.(\d+)\.(gamma_[12])$")
+# What EVA-02 adds to timm's ViT names: SwiGLU, sub-LN (its q/k/v are fused below).
+_BLOCK = {"attn.norm": "attn.ln_inner", "mlp.fc1_g": "mlp.c_fc_gate", "mlp.fc1_x": "mlp.c_fc", "mlp.norm": "mlp.ln"}
 
 
 def owns(vision_cfg: VisionConfig) -> bool:
@@ -82,16 +63,7 @@ def timm_to_native(trunk_sd: dict[str, torch.Tensor], vision_cfg: VisionConfig) 
         out["positional_embedding"] = sd.pop("pos_embed").squeeze(0)
     for i in range(vision_cfg.layers):  # type: ignore[arg-type]
         out.update(_fused_qkv(sd, f"blocks.{i}.attn.", f"transformer.resblocks.{i}.attn."))
-    for key in list(sd):
-        if key in _TRUNK:
-            out[_TRUNK[key]] = sd.pop(key)
-            continue
-        m = _BLOCK_KEY.match(key)
-        if m is None:
-            continue
-        i, name, leaf = (m[1], m[2], "." + m[3]) if m[1] is not None else (m[4], m[5], "")
-        if name in _BLOCK:
-            out[f"transformer.resblocks.{i}.{_BLOCK[name]}{leaf}"] = sd.pop(key)
+    out.update(timm_vit.rename(sd, {}, _BLOCK))
     if sd:
         raise CheckpointError(f"EVA-02 image tower: timm weights clipworks does not map: {', '.join(sorted(sd)[:8])}"
                               f"{' …' if len(sd) > 8 else ''} (a variant with different blocks needs the timm tower)")

@@ -19,6 +19,7 @@ import torch
 
 from ..errors import CheckpointError
 from ..model.config import VisionConfig
+from . import timm_vit
 
 _COMMON: dict[str, Any] = {"class_token": False, "no_ln_pre": True, "patch_bias": True, "pool_type": "map",
                            "norm_kwargs": {"eps": 1e-6}, "proj_type": "none"}
@@ -56,12 +57,9 @@ def owns(vision_cfg: VisionConfig) -> bool:
                for fields in TIMM_MODELS.values())
 
 
-# (timm, ours) module names; each has a weight and a bias.
-_STEM_HEAD = [("patch_embed.proj", "conv1"), ("norm", "ln_post"), ("head", "proj"),  # head: timm_proj None
-              ("attn_pool.proj", "attn_pool.out_proj"), ("attn_pool.norm", "attn_pool.ln"),
-              ("attn_pool.mlp.fc1", "attn_pool.mlp.c_fc"), ("attn_pool.mlp.fc2", "attn_pool.mlp.c_proj")]
-_BLOCK = [("norm1", "ln_1"), ("norm2", "ln_2"), ("attn.proj", "attn.out_proj"), ("mlp.fc1", "mlp.c_fc"),
-          ("mlp.fc2", "mlp.c_proj")]
+# What SigLIP adds to timm's ViT names: the attention-pool head (its q/kv/latent are fused below).
+_STEM = {"attn_pool.proj": "attn_pool.out_proj", "attn_pool.norm": "attn_pool.ln",
+         "attn_pool.mlp.fc1": "attn_pool.mlp.c_fc", "attn_pool.mlp.fc2": "attn_pool.mlp.c_proj"}
 
 
 def timm_to_native(trunk: dict[str, torch.Tensor], vision_cfg: VisionConfig) -> dict[str, torch.Tensor]:
@@ -69,16 +67,7 @@ def timm_to_native(trunk: dict[str, torch.Tensor], vision_cfg: VisionConfig) -> 
     ``in_proj``; its attention pool's ``latent``/``q``/``kv`` are our probe and fused ``in_proj``. Keys it does
     not know pass through under ``trunk.``, for the strict loader to name."""
     sd = dict(trunk)
-    out: dict[str, torch.Tensor] = {}
-    pairs = list(_STEM_HEAD)
-    for i in sorted({int(k.split(".")[1]) for k in sd if k.startswith("blocks.")}):
-        pairs += [(f"blocks.{i}.{a}", f"transformer.resblocks.{i}.{b}") for a, b in _BLOCK]
-        pairs.append((f"blocks.{i}.attn.qkv", f"transformer.resblocks.{i}.attn.in_proj_"))
-    for src, dst in pairs:
-        sep = "" if dst.endswith("_") else "."
-        for suffix in ("weight", "bias"):
-            if f"{src}.{suffix}" in sd:
-                out[f"{dst}{sep}{suffix}"] = sd.pop(f"{src}.{suffix}")
+    out = timm_vit.rename(sd, _STEM, {})
     if "pos_embed" in sd:
         out["positional_embedding"] = sd.pop("pos_embed").reshape(-1, vision_cfg.width)
     if "attn_pool.latent" in sd:

@@ -59,7 +59,8 @@ class _BatchBuilder(torch.utils.data.Dataset):
         self.batch_size, self.seed, self.rank, self.world_size = batch_size, seed, rank, world_size
         self.global_batch = batch_size * world_size
         self.num_batches = len(source) // self.global_batch if drop_last else -(-len(source) // self.global_batch)
-        self.fast = callable(getattr(source, "get_batch", None))
+        # Array-backed sources skip the PIL round trip when the batched transform reproduces the model's own.
+        self.fast = callable(getattr(source, "get_batch", None)) and transform.batchable
         self._order: tuple[int, torch.Tensor] | None = None
         self._tokens: dict[str, torch.Tensor] = {}
 

@@ -106,6 +106,12 @@ class ImageTransform:
             image = _center_crop(_resize_shorter(image, resized, resample), size, self.fill_color)
         return self.normalize(to_rgb(image))
 
+    @property
+    def batchable(self) -> bool:
+        """Whether ``tensor_batch`` reproduces this transform (bicubic, shortest or squash); loaders of
+        array-backed data fall back to the per-image PIL path otherwise."""
+        return self.interpolation == "bicubic" and self.resize_mode in ("shortest", "squash")
+
     def normalize(self, image: Image.Image) -> torch.Tensor:
         x = torch.from_numpy(np.array(image, dtype=np.uint8, copy=True)).permute(2, 0, 1).float().div(255)
         mean = torch.tensor(self.mean, dtype=torch.float32)[:, None, None]
@@ -159,7 +165,7 @@ class ImageTransform:
         """
         if images.dtype != torch.uint8 or images.dim() not in (3, 4):
             raise ValueError(f"tensor_batch takes uint8 [B,H,W] or [B,C,H,W], got {images.dtype} {list(images.shape)}")
-        if self.interpolation != "bicubic" or self.resize_mode == "longest":
+        if not self.batchable:
             raise ValueError(f"tensor_batch resamples bicubic with resize_mode 'shortest' or 'squash'; this transform "
                              f"asks for {self.interpolation} / {self.resize_mode}: use the PIL path (__call__)")
         x = images[:, None] if images.dim() == 3 else images

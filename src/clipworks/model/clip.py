@@ -89,7 +89,7 @@ class Clip(nn.Module):
 
         With ``text_index``, ``tokens`` are the distinct captions of the batch and row ``i`` of the text
         features is caption ``text_index[i]``: repeated captions run through the tower once, and the gather
-        sends their gradients back to it. The trainer finds them (``unique_captions``); the forward stays pure.
+        sends their gradients back to it. The trainer finds them (``train.loop.distinct_captions``); the forward stays pure.
         """
         image_features = self.encode_image(images, normalize=True) if images is not None else None
         text_features = None
@@ -108,14 +108,15 @@ class Clip(nn.Module):
         return self.logit_bias is not None
 
     def temperature(self) -> torch.Tensor:
-        """``exp(logit_scale)``: clamped at 100 for softmax models, as CLIP trains it; SigLIP's is unbounded
-        (big_vision leaves it free, and released SigLIP temperatures are 110-120)."""
+        """The training temperature ``exp(logit_scale)``: clamped at 100 for softmax models, as CLIP trains it;
+        SigLIP's is unbounded (big_vision leaves it free, and released SigLIP temperatures are 110-120)."""
         scale = self.logit_scale.exp()
         return scale if self.uses_sigmoid else scale.clamp(max=LOGIT_SCALE_MAX)
 
     def logits(self, image_features: torch.Tensor, text_features: torch.Tensor) -> torch.Tensor:
-        """``[images, texts]`` logits of normalised features: scaled cosine, plus the bias when the model has one."""
-        logits = self.temperature() * image_features @ text_features.T
+        """``[images, texts]`` logits of normalised features: cosine times the model's own ``exp(logit_scale)``
+        (unclamped, as the references score: ALIGN's temperature may be below 1/100), plus the bias if any."""
+        logits = self.logit_scale.exp() * image_features @ text_features.T
         return logits + self.logit_bias if self.logit_bias is not None else logits
 
     def probabilities(self, image_features: torch.Tensor, text_features: torch.Tensor) -> torch.Tensor:
@@ -154,13 +155,19 @@ class Clip(nn.Module):
     # -- Hugging Face habits ------------------------------------------------------------------------------
     @classmethod
     def from_pretrained(cls, name_or_path: str | Path, **kwargs: Any) -> Clip:
-        """A model from a directory in any format clipworks reads, a checkpoint file, or ``hf-hub:org/repo``
-        (also a bare ``org/repo`` that is not a local path, as transformers takes it), in eval mode."""
+        """A model with its weights from a directory in any format clipworks reads, a checkpoint file, or a Hugging
+        Face Hub repo (``hf-hub:org/repo``, or a bare ``org/repo`` that is not a local path, as transformers takes
+        it), in eval mode. A config name has no weights to load: that is ``create_model(name, pretrained=tag)``."""
         from ..factory import create_model
+        from ..pretrained.hub import HF_HUB_PREFIX, is_local_path
+        from .config import ConfigError, list_models, normalize_model_name
 
         name = str(name_or_path)
-        if not Path(name).exists() and name.count("/") == 1 and not name.startswith((".", "/", "~", "hf-hub:")):
-            name = "hf-hub:" + name
+        if normalize_model_name(name).removesuffix("-quickgelu") in list_models():
+            raise ConfigError(f"{name!r} is a model config, which has no weights to load; use "
+                              f"create_model({name!r}, pretrained=TAG) (tags: `clipworks pretrained {name}`)")
+        if not name.startswith(HF_HUB_PREFIX) and not is_local_path(name):
+            name = HF_HUB_PREFIX + name
         return create_model(name, **kwargs)
 
     def save_pretrained(self, directory: str | Path, format: str = "native") -> Path:

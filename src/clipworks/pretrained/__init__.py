@@ -31,6 +31,7 @@ from .hub import (
     download_model_dir,
     download_model_weights,
     download_tokenizer_dir,
+    is_local_path,
     split_repo,
 )
 
@@ -210,9 +211,9 @@ def download_pretrained(entry: PretrainedEntry, cache_dir: str | Path | None = N
 
 def resolve_tokenizer_dir(name: str, cache_dir: str | Path | None = None) -> Path:
     """A local directory holding tokenizer files: ``name`` itself when it is one, else its Hub repo's files."""
-    path = Path(name)
-    if path.is_dir():
+    if is_local_path(name):
+        path = Path(name).expanduser()
+        if not path.is_dir():
+            raise MissingFileError(f"tokenizer directory {name} does not exist")
         return path
-    if path.is_absolute() or name.startswith((".", "~")):
-        raise MissingFileError(f"tokenizer directory {name} does not exist")
     return download_tokenizer_dir(name, cache_dir)

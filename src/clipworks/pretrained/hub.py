@@ -24,20 +24,26 @@ import re
 from collections.abc import Sequence
 from pathlib import Path
 
-from ..errors import PretrainedError, require
+from ..errors import PretrainedError
+from ..text.hf_dir import TOKENIZER_FILES
 
 HF_HUB_PREFIX = "hf-hub:"
+
+
+def is_local_path(name: str) -> bool:
+    """A local path rather than a Hub repo id (``name`` or ``org/name``, ``@revision`` allowed): it exists, or it
+    is spelled like a path. The one rule every 'directory or Hub id' argument follows."""
+    return (Path(name).expanduser().exists() or name.startswith((".", "/", "~", "\\")) or name.count("/") > 1
+            or name.endswith((".pt", ".pth", ".bin", ".safetensors", ".json")))
 # What a model directory is made of; weights are picked separately, safetensors first.
 CONFIG_FILES = ("open_clip_config.json", "config.json")
-SIDE_FILES = ("preprocessor_config.json", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
-              "spiece.model", "tokenizer.model", "sentencepiece.bpe.model", "vocab.txt", "vocab.json", "merges.txt")
+SIDE_FILES = ("preprocessor_config.json", *TOKENIZER_FILES)
 WEIGHT_FILES = {
     "open_clip_config.json": ("open_clip_model.safetensors", "open_clip_pytorch_model.bin"),
     "config.json": ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin",
                     "pytorch_model.bin.index.json"),
 }
-TOKENIZER_ONLY = ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "spiece.model",
-                  "tokenizer.model", "sentencepiece.bpe.model", "vocab.txt", "vocab.json", "merges.txt", "config.json")
+TOKENIZER_ONLY = (*TOKENIZER_FILES, "config.json")  # config.json: some tokenizers depend on the model type
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 _COMMIT = re.compile(r"[0-9a-f]{40}")
 
@@ -47,11 +53,12 @@ class NotCachedError(PretrainedError):
 
 
 def _hub():
-    hub = require("huggingface_hub", "hub", "downloading from the Hugging Face Hub")
+    """huggingface_hub (a core dependency), imported on first use so ``import clipworks`` stays light."""
+    import huggingface_hub
     import huggingface_hub.constants  # noqa: F401  (submodules the package does not import eagerly)
     import huggingface_hub.errors  # noqa: F401
 
-    return hub
+    return huggingface_hub
 
 
 def _offline() -> bool:
@@ -61,10 +68,11 @@ def _offline() -> bool:
 
 
 def split_repo(name: str) -> tuple[str, str | None]:
-    """``org/repo[@revision]`` (an ``hf-hub:`` prefix allowed) → (repo id, revision)."""
+    """``org/repo[@revision]`` (an ``hf-hub:`` prefix allowed) → (repo id, revision). Legacy ids without an
+    organisation (``xlm-roberta-base``, ``roberta-base``) are accepted: the Hub redirects them."""
     name = name.removeprefix(HF_HUB_PREFIX).strip("/")
     repo, _, revision = name.partition("@")
-    if repo.count("/") != 1 or not all(repo.split("/")):
+    if repo.count("/") > 1 or not all(repo.split("/")) or not repo:
         raise PretrainedError(f"{name!r} is not a Hugging Face Hub repo id (expected 'org/name')")
     return repo, revision or None
 
@@ -238,7 +246,7 @@ def download_model_weights(name: str, directory: Path, cache_dir: str | Path | N
 
 def download_tokenizer_dir(name: str, cache_dir: str | Path | None = None) -> Path:
     """The tokenizer files of a Hub repo (``xlm-roberta-base``, ``timm/ViT-B-16-SigLIP``) in one cached directory."""
-    repo, revision = split_repo(name) if "/" in name.removeprefix(HF_HUB_PREFIX) else (name, None)
+    repo, revision = split_repo(name)
     found = [p for p in (_optional(repo, f, revision, cache_dir) for f in TOKENIZER_ONLY) if p is not None]
     if not any(p.name != "config.json" for p in found):
         if _offline():

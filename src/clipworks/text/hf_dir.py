@@ -21,6 +21,9 @@ from ..model.config import TokenizerConfig
 
 TOKENIZER_JSON = "tokenizer.json"
 SENTENCEPIECE_FILES = ("spiece.model", "sentencepiece.bpe.model", "tokenizer.model")
+# Every file a Hugging Face tokenizer can be made of: fetched with a model, copied into a saved one.
+TOKENIZER_FILES = (TOKENIZER_JSON, "tokenizer_config.json", "special_tokens_map.json", *SENTENCEPIECE_FILES,
+                   "vocab.txt", "vocab.json", "merges.txt")
 SPECIAL_TOKENS = ("bos_token", "eos_token", "unk_token", "sep_token", "pad_token", "cls_token", "mask_token")
 
 # transformers 5 class knowledge: the Hub class a model type overrides, the class of a model type whose files name

@@ -8,6 +8,7 @@ embed, loss, backward, guard, clip, step; log, evaluate and checkpoint on their 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import math
 import shutil
@@ -103,12 +104,11 @@ def build_model(cfg: TrainConfig) -> Clip:
 
 
 def _set_patch_dropout(model: Clip, prob: float) -> None:
-    if not 0.0 <= prob < 1.0:
-        raise ConfigError(f"patch_dropout must be in [0, 1), got {prob}")
-    model.config.vision_cfg.patch_dropout = prob
-    for module in model.visual.modules():
-        if hasattr(module, "prob") and type(module).__name__ == "PatchDropout":
-            module.prob = prob
+    """The run's patch dropout, checked as the model config would check it (so the saved config rebuilds) and
+    applied by the tower, which refuses it where it cannot drop patches."""
+    vision = dataclasses.replace(model.config.vision_cfg, patch_dropout=prob)  # ConfigError on a bad value
+    model.visual.set_patch_dropout(prob)
+    model.config = dataclasses.replace(model.config, vision_cfg=vision)
 
 
 def check_run_dir(run_dir: Path) -> None:

@@ -9,6 +9,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ...errors import ConfigError
+
 Part = nn.Module | nn.Parameter
 
 
@@ -32,6 +34,11 @@ class Tower(nn.Module):
         """Names (relative to the tower) of parameters exempt from weight decay beyond gains and biases:
         embeddings, class tokens, attention-pool probes."""
         return set()
+
+    def set_patch_dropout(self, prob: float) -> None:
+        """Drop this fraction of patch tokens while training (FLIP); towers without patch tokens refuse it."""
+        if prob:
+            raise ConfigError(f"patch_dropout is not supported by a {type(self).__name__} image tower")
 
     @property
     def grad_checkpointing(self) -> bool:

@@ -23,27 +23,11 @@ from typing import Any
 from torch import nn
 
 from ...errors import ConfigError, PretrainedError, require
-
-WEIGHT_FILES = ("model.safetensors", "model.safetensors.index.json", "pytorch_model.bin")
+from ...pretrained.hub import is_local_path
 
 
 def transformers(what: str) -> ModuleType:
     return require("transformers", "hf", what)
-
-
-def is_local(name: str) -> bool:
-    """A local path rather than a Hub repo id: it exists, or it is spelled like a path (a Hub id is 'name' or
-    'org/name')."""
-    return Path(name).expanduser().exists() or name.startswith((".", "/", "~", "\\")) or name.count("/") > 1
-
-
-def _hub_repo(name: str) -> tuple[str, str | None]:
-    from ...pretrained.hub import split_repo
-
-    if "/" in name:
-        return split_repo(name)
-    repo, _, revision = name.partition("@")  # legacy ids without an organisation: 'xlm-roberta-base'
-    return repo, revision or None
 
 
 def _read(path: Path, field: str) -> dict[str, Any]:
@@ -59,16 +43,16 @@ def _read(path: Path, field: str) -> dict[str, Any]:
 def resolve_config(name: str, field: str) -> dict[str, Any]:
     """The encoder's config.json as a dict: ``name`` is a local model directory or a Hub repo id (its config.json
     is downloaded into the Hugging Face cache, or read from it offline; never its weights)."""
-    if is_local(name):
+    if is_local_path(name):
         path = Path(name).expanduser()
         if not (path / "config.json").is_file():
             what = "has no config.json" if path.is_dir() else "does not exist"
             raise ConfigError(f"{field}: {path} {what}; it must be a Hugging Face model directory (config.json + "
                               "weights) or a Hub repo id such as 'xlm-roberta-base'")
         return _read(path / "config.json", field)
-    from ...pretrained.hub import download_file
+    from ...pretrained.hub import download_file, split_repo
 
-    repo, revision = _hub_repo(name)
+    repo, revision = split_repo(name)
     try:
         return _read(download_file(repo, "config.json", revision), field)
     except PretrainedError as e:
@@ -77,20 +61,17 @@ def resolve_config(name: str, field: str) -> dict[str, Any]:
 
 def _weights_dir(name: str, field: str) -> Path:
     """A directory holding the encoder's config.json and weights: ``name`` itself, or its Hub snapshot."""
-    if is_local(name):
+    if is_local_path(name):
         return Path(name).expanduser()
-    from ...pretrained.hub import download_file, download_first
+    from ...pretrained.hub import download_file, download_model_weights, split_repo
 
-    repo, revision = _hub_repo(name)
+    repo, revision = split_repo(name)
     try:
-        weights = download_first(repo, WEIGHT_FILES, revision)
-        if weights.name.endswith(".index.json"):
-            for shard in sorted(set(json.loads(weights.read_text()).get("weight_map", {}).values())):
-                download_file(repo, shard, revision)
-        download_file(repo, "config.json", revision)
+        directory = download_file(repo, "config.json", revision).parent
+        download_model_weights(name, directory)
     except PretrainedError as e:
         raise PretrainedError(f"{field}={name!r}: the encoder's pretrained weights: {e}") from e
-    return weights.parent
+    return directory
 
 
 def model_class(config: Any, what: str) -> type:

@@ -13,6 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ...errors import ConfigError
 from ..blocks import BlockSpec, Mlp, Transformer, make_act
 from ..config import VisionConfig, mlp_hidden
 from ..rope import build_rope
@@ -118,6 +119,11 @@ class VisionTransformer(Tower):
 
     def no_weight_decay(self) -> set[str]:
         return {"positional_embedding", "class_embedding", "attn_pool.probe"}
+
+    def set_patch_dropout(self, prob: float) -> None:
+        if prob and self.rope is not None:
+            raise ConfigError("patch_dropout with rope is not supported (dropped patches lose their rotary position)")
+        self.patch_dropout.prob = prob
 
     def tokens(self, x: torch.Tensor) -> torch.Tensor:
         """Every token's final hidden state ``[B, prefix + grid², width]``, after ``ln_post``."""
