@@ -12,11 +12,11 @@ import shutil
 from pathlib import Path
 
 import pytest
+import tokenizer_refs as refs
 import torch
+from conftest import photo
 
 import clipworks
-import tokenizer_refs as refs
-from conftest import photo
 
 transformers = pytest.importorskip("transformers")
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -28,7 +28,7 @@ from typing import Any, Literal
 import torch
 from safetensors.torch import save_file
 
-from ..errors import CheckpointError, ConfigError
+from ..errors import CheckpointError, ConfigError, UsageError
 from ..fileio import atomic_dir
 from ..model import Clip, ClipConfig
 from ..model.config import get_model_config, load_config_file
@@ -253,7 +253,7 @@ def save_pretrained(model: Clip, directory: str | Path, format: Format = "native
             save_file(hf_state, str(tmp / "model.safetensors"), metadata={"format": "pt"})
             hf.write_processor_files(tmp, model.config)
     else:
-        raise ValueError(f"unknown format {format!r}; expected 'native' or 'hf'")
+        raise UsageError(f"unknown format {format!r}; expected 'native' or 'hf'")
     return directory
 
 

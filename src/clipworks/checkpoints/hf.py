@@ -2,7 +2,7 @@
 
 One table of name pairs serves both directions; fused ``in_proj`` weights are split into q/k/v on
 the way out and concatenated on the way in. ResNet image towers have no HF ``CLIPModel`` form.
-The tower helpers here (``split_towers``, ``read_preprocessor``) serve the other Hugging Face families too.
+``read_preprocessor`` and the CLIP key table serve the other Hugging Face families too (MetaCLIP 2, SigLIP).
 """
 
 from __future__ import annotations
@@ -155,6 +155,8 @@ def _clip_form_problems(config: ClipConfig) -> list[str]:
     text_opts = ("no_causal_mask", "pool_type", "proj_type", "proj_bias", "final_ln_after_pool", "act_kwargs", "norm_kwargs")
     problems = [f"vision_cfg.{k}={getattr(v, k)!r}" for k in vision_opts if getattr(v, k) != getattr(defaults_v, k)]
     problems += [f"text_cfg.{k}={getattr(t, k)!r}" for k in text_opts if getattr(t, k) != getattr(defaults_t, k)]
+    if config.preprocess_cfg.resize_mode == "longest":
+        problems.append("preprocess_cfg.resize_mode='longest' (CLIPImageProcessor cannot pad to a square)")
     if config.tokenizer_cfg.type != "clip":
         problems.append(f"the tokenizer {config.tokenizer_cfg.name}")
     return problems
@@ -286,9 +288,9 @@ def read_preprocessor(directory: str | Path, default: PreprocessConfig) -> Prepr
 
 def write_processor_files(directory: Path, config: ClipConfig) -> None:
     """Tokenizer and image-processor files, so ``CLIPProcessor.from_pretrained(directory)`` works too."""
-    from ..text.clip_bpe import _vocab_and_merges
+    from ..text.clip_bpe import vocab_and_merges
 
-    vocab, merges = _vocab_and_merges()
+    vocab, merges = vocab_and_merges()
     hf_names = {"<start_of_text>": "<|startoftext|>", "<end_of_text>": "<|endoftext|>"}
     (directory / "vocab.json").write_text(json.dumps({hf_names.get(k, k): v for k, v in vocab.items()}, ensure_ascii=False))
     (directory / "merges.txt").write_text("#version: 0.2\n" + "\n".join(" ".join(m) for m in merges) + "\n", encoding="utf-8")

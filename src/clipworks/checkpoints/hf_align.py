@@ -17,6 +17,7 @@ from typing import Any
 
 import torch
 
+from ..constants import INCEPTION_MEAN, INCEPTION_STD
 from ..errors import CheckpointError
 from ..model.config import ClipConfig, PreprocessConfig, TextConfig, VisionConfig
 from ..text.hf_dir import tokenizer_config_for_dir
@@ -25,7 +26,7 @@ from .hf import read_preprocessor
 CONTEXT_LENGTH = 64  # AlignProcessor pads and truncates captions to 64 tokens
 # EfficientNetImageProcessor as ALIGN's conversion script sets it up: squash to 346, crop 289, x / 127.5 - 1.
 PREPROCESS = PreprocessConfig(size=289, resize_size=346, resize_mode="squash", interpolation="bilinear",
-                              mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5))
+                              mean=INCEPTION_MEAN, std=INCEPTION_STD)
 # (hf prefix, native prefix); the rest of each key is transformers' own.
 _PREFIXES = (("vision_model.", "visual.trunk."), ("text_model.", "text.transformer."), ("text_projection.", "text.proj."))
 _DROPPED = ("text_model.pooler.", "text_model.embeddings.position_ids", "text_model.embeddings.token_type_ids")

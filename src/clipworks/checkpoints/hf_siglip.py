@@ -15,6 +15,7 @@ from typing import Any
 
 import torch
 
+from ..constants import INCEPTION_MEAN, INCEPTION_STD
 from ..errors import CheckpointError
 from ..model.config import ClipConfig, PreprocessConfig, TextConfig, VisionConfig
 from ..text.hf_dir import tokenizer_config_for_dir
@@ -30,7 +31,7 @@ _VISION_DEFAULTS = {"hidden_size": 768, "intermediate_size": 3072, "num_hidden_l
 # hidden_act → our act_kwargs (nn.GELU's arguments).
 _ACTS: dict[str, dict[str, str] | None] = {"gelu_pytorch_tanh": {"approximate": "tanh"}, "gelu": None}
 # SiglipImageProcessor's defaults: squash to the tower's size, bicubic, mean = std = 0.5.
-_PREPROCESS: dict[str, Any] = {"mean": (0.5, 0.5, 0.5), "std": (0.5, 0.5, 0.5), "interpolation": "bicubic",
+_PREPROCESS: dict[str, Any] = {"mean": INCEPTION_MEAN, "std": INCEPTION_STD, "interpolation": "bicubic",
                                "resize_mode": "squash"}
 
 # (hf, native) names beyond CLIPModel's, which ``hf.to_native`` maps.

@@ -35,7 +35,7 @@ class PairSource(Protocol):
     def __len__(self) -> int: ...
 
     def get(self, index: int) -> Pair:
-        """The i-th pair; raises ``clipworks.images.ImageError`` for a corrupt or missing image."""
+        """The i-th pair; raises ``clipworks.image.ImageError`` for a corrupt or missing image."""
         ...
 
 

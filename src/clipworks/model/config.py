@@ -114,7 +114,6 @@ class VisionConfig:
     _UNSUPPORTED = {"attentional_pool": False, "attn_pooler_queries": 256, "attn_pooler_heads": 8,
                     "pos_embed_type": "learnable", "output_tokens": False, "block_type": None, "qk_norm": False,
                     "scaled_cosine_attn": False, "scale_heads": False, "scale_attn": False}
-    _IGNORED = ("timm_model_kwargs",)
 
     def __post_init__(self) -> None:
         where = "vision_cfg"
@@ -155,10 +154,6 @@ class VisionConfig:
         if self.hf_model_name or self.hf_config:
             return "hf"
         return "resnet" if isinstance(self.layers, tuple) else "vit"
-
-    @property
-    def is_resnet(self) -> bool:
-        return self.kind == "resnet"
 
     @property
     def heads(self) -> int:

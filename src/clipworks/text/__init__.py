@@ -25,9 +25,9 @@ def build_tokenizer(cfg: TokenizerConfig, context_length: int) -> Tokenizer:
     """The tokenizer ``cfg`` describes, padding to ``context_length``; an ``hf`` name must be a local directory
     by now (``pretrained.resolve_tokenizer_dir`` turns Hub ids into cached directories)."""
     if cfg.type == "clip":
-        from .clip_bpe import _shared_tokenizer
+        from .clip_bpe import shared_tokenizer
 
-        return _shared_tokenizer(context_length)
+        return shared_tokenizer(context_length)
     return _shared_hf(str(Path(cfg.name)), context_length, cfg.clean, cfg.strip_sep_token,  # type: ignore[arg-type]
                       cfg.normalize, cfg.padding_side)
 

@@ -54,7 +54,7 @@ def _bytes_to_unicode() -> dict[int, str]:
 
 
 @functools.lru_cache(maxsize=1)
-def _vocab_and_merges() -> tuple[dict[str, int], list[tuple[str, str]]]:
+def vocab_and_merges() -> tuple[dict[str, int], list[tuple[str, str]]]:
     path = resources.files("clipworks") / "assets" / "bpe_simple_vocab_16e6.txt.gz"
     lines = gzip.decompress(path.read_bytes()).decode("utf-8").split("\n")
     merges = [tuple(line.split()) for line in lines[1 : 49152 - 256 - 2 + 1]]
@@ -83,7 +83,7 @@ class ClipTokenizer:
 
     def __init__(self, context_length: int = DEFAULT_CONTEXT_LENGTH):
         self.context_length = check_length(context_length)
-        vocab, merges = _vocab_and_merges()
+        vocab, merges = vocab_and_merges()
         self.vocab_size = len(vocab)
         self.sot_token_id = vocab[SOT]
         self.eot_token_id = vocab[EOT]
@@ -172,10 +172,10 @@ class ClipTokenizer:
 
 
 @functools.lru_cache(maxsize=8)
-def _shared_tokenizer(context_length: int) -> ClipTokenizer:
+def shared_tokenizer(context_length: int) -> ClipTokenizer:
     return ClipTokenizer(context_length)
 
 
 def tokenize(texts: str | Sequence[str], context_length: int = DEFAULT_CONTEXT_LENGTH) -> torch.Tensor:
     """Module-level convenience, like ``clip.tokenize`` / ``open_clip.tokenize``."""
-    return _shared_tokenizer(context_length)(texts)
+    return shared_tokenizer(context_length)(texts)

@@ -97,7 +97,7 @@ def read_training_checkpoint(path: Path, config: ClipConfig) -> tuple[dict[str, 
     """The model weights and trainer state of a checkpoint, refusing one of a different model config (naming
     the keys that differ)."""
     saved_cfg, sd, _ = load_state(path / "model")
-    differ = _architecture_diff(saved_cfg, config)
+    differ = saved_cfg.diff(config)
     if differ:
         raise CheckpointError(
             f"cannot resume from {path}: its model config differs from this run's in {', '.join(differ)}"
@@ -107,6 +107,3 @@ def read_training_checkpoint(path: Path, config: ClipConfig) -> tuple[dict[str, 
     except Exception as e:  # noqa: BLE001 - any unreadable file is the same user-facing problem
         raise CheckpointError(f"cannot read {path / 'trainer.pt'}: {e}") from e
 
-
-def _architecture_diff(a: ClipConfig, b: ClipConfig) -> list[str]:
-    return [k for k in a.diff(b) if not k.endswith(("hf_model_name", "hf_tokenizer_name"))]
