@@ -9,6 +9,7 @@ the worst case.
 from __future__ import annotations
 
 import json
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -19,28 +20,11 @@ from safetensors.torch import save_file
 
 import clipworks
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+from open_clip_refs import open_clip_model  # noqa: E402
+
 CAPTIONS = ["a photo of an astronaut", "a cup of coffee", "a cat", "a diagram of a rocket engine"]
 PHOTOS = ["astronaut", "coffee", "chelsea", "rocket"]
-
-
-def reference(name: str) -> torch.nn.Module:
-    import open_clip
-
-    cfg = open_clip.get_model_config(name)
-    custom = cfg.pop("custom_text", False)
-    torch.manual_seed(0)
-    model = (open_clip.CustomTextCLIP if custom else open_clip.CLIP)(**cfg)
-    with torch.no_grad():
-        for m in model.modules():
-            if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
-                m.running_mean.uniform_(-0.5, 0.5)
-                m.running_var.uniform_(0.5, 1.5)
-                m.weight.uniform_(0.5, 1.5)
-                m.bias.normal_(0, 0.1)
-        for n, p in model.named_parameters():
-            if "layer_scale" in n or n.endswith("gamma"):
-                p.uniform_(0.05, 0.2)
-    return model.eval()
 
 
 def photos() -> list[Image.Image]:
@@ -70,7 +54,7 @@ def main() -> None:
     rows = []
     with tempfile.TemporaryDirectory() as tmp, torch.no_grad():
         for name, tag in [("MobileCLIP2-S0", "dfndr2b"), ("convnext_base_w", "laion2b_s13b_b82k")]:
-            ref = reference(name)
+            ref = open_clip_model(name)
             pcfg = open_clip.get_pretrained_cfg(name, tag)
             hub = Path(tmp) / name
             hub.mkdir()

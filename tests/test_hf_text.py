@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
+from train_helpers import changed, names
 
 import clipworks
 from clipworks import CheckpointError, Clip, ClipConfig, ConfigError
@@ -141,12 +142,6 @@ def _contrastive_step(model: Clip, vision_size: int, seed: int = 0) -> dict[str,
     return before
 
 
-def _changed(model: Clip, before: dict[str, torch.Tensor], prefix: str) -> set[str]:
-    return {n for n, p in model.named_parameters() if n.startswith(prefix) and not torch.equal(p, before[n])}
-
-
-def _names(model: Clip, prefix: str) -> set[str]:
-    return {n for n, _ in model.named_parameters() if n.startswith(prefix)}
 
 
 @needs_minilm
@@ -155,15 +150,15 @@ def test_lock_hf_text_tower(minilm_clip: Clip) -> None:
     model.lock_text_tower(unlocked_layers=0)
     assert not any(p.requires_grad for p in model.text.parameters())
     before = _contrastive_step(model, model.image_size)
-    assert _changed(model, before, "text.") == set()
-    assert _changed(model, before, "visual.") == _names(model, "visual.")
+    assert changed(model, before, "text.") == set()
+    assert changed(model, before, "visual.") == names(model, "visual.")
 
     model = copy.deepcopy(minilm_clip)
     model.lock_text_tower(unlocked_layers=1)
     before = _contrastive_step(model, model.image_size)
-    expected = _names(model, "text.transformer.encoder.layer.5.") | {"text.proj.weight"}
+    expected = names(model, "text.transformer.encoder.layer.5.") | {"text.proj.weight"}
     assert {n for n, p in model.text.named_parameters(prefix="text") if p.requires_grad} == expected
-    assert _changed(model, before, "text.") == expected
+    assert changed(model, before, "text.") == expected
 
     model = copy.deepcopy(minilm_clip)
     model.lock_text_tower(unlocked_layers=0, freeze_layer_norm=False)
@@ -193,21 +188,21 @@ def test_lock_native_vit_and_text_towers() -> None:
     model = copy.deepcopy(fresh)
     model.lock_image_tower()
     before = _contrastive_step(model, model.image_size)
-    assert _changed(model, before, "visual.") == set()
-    assert _changed(model, before, "text.") == _names(model, "text.")
+    assert changed(model, before, "visual.") == set()
+    assert changed(model, before, "text.") == names(model, "text.")
 
     model = copy.deepcopy(fresh)
     model.lock_image_tower(unlocked_groups=1)
     before = _contrastive_step(model, model.image_size)
     head = {"visual.ln_post.weight", "visual.ln_post.bias", "visual.proj"}
-    assert _changed(model, before, "visual.") == _names(model, "visual.transformer.resblocks.1.") | head
+    assert changed(model, before, "visual.") == names(model, "visual.transformer.resblocks.1.") | head
 
     model = copy.deepcopy(fresh)
     model.lock_text_tower(unlocked_layers=1)
     before = _contrastive_step(model, model.image_size)
     head = {"text.ln_final.weight", "text.ln_final.bias", "text.text_projection"}
-    assert _changed(model, before, "text.") == _names(model, "text.transformer.resblocks.1.") | head
-    assert _changed(model, before, "visual.") == _names(model, "visual.")
+    assert changed(model, before, "text.") == names(model, "text.transformer.resblocks.1.") | head
+    assert changed(model, before, "visual.") == names(model, "visual.")
 
 
 def test_lock_resnet_with_frozen_batchnorm_stats() -> None:
@@ -216,16 +211,16 @@ def test_lock_resnet_with_frozen_batchnorm_stats() -> None:
     model = copy.deepcopy(fresh)
     model.lock_image_tower(unlocked_groups=0)
     before = _contrastive_step(model, model.image_size)
-    assert _changed(model, before, "visual.") == set()
+    assert changed(model, before, "visual.") == set()
 
     model = copy.deepcopy(fresh)
     model.lock_image_tower(unlocked_groups=1, freeze_bn_stats=True)
     stats = {n: b.clone() for n, b in model.named_buffers()}
     before = _contrastive_step(model, model.image_size)  # calls model.train()
-    unlocked = _names(model, "visual.layer4.") | _names(model, "visual.attnpool.")
+    unlocked = names(model, "visual.layer4.") | names(model, "visual.attnpool.")
     assert {n for n, p in model.visual.named_parameters(prefix="visual") if p.requires_grad} == unlocked
     # bn1/bn2 biases of a fresh stage get no gradient (bn3 starts at zero), so only a subset moves.
-    assert _names(model, "visual.attnpool.") <= _changed(model, before, "visual.") <= unlocked
+    assert names(model, "visual.attnpool.") <= changed(model, before, "visual.") <= unlocked
     assert not model.visual.bn1.training and not model.visual.layer3[0].bn1.training
     assert model.visual.layer4[0].bn1.training
     moved = {n for n, b in model.named_buffers() if not torch.equal(b, stats[n])}

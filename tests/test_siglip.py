@@ -13,6 +13,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from safetensors.torch import load_file, save_file
+from train_helpers import changed, names
 
 import clipworks
 from clipworks import CheckpointError, Clip, ClipConfig
@@ -302,12 +303,6 @@ def _step(model: Clip) -> dict[str, torch.Tensor]:
     return before
 
 
-def _changed(model: Clip, before: dict[str, torch.Tensor], prefix: str) -> set[str]:
-    return {n for n, p in model.named_parameters() if n.startswith(prefix) and not torch.equal(p, before[n])}
-
-
-def _names(model: Clip, prefix: str) -> set[str]:
-    return {n for n, _ in model.named_parameters() if n.startswith(prefix)}
 
 
 def test_training_step_locking_and_grad_checkpointing() -> None:
@@ -315,21 +310,21 @@ def test_training_step_locking_and_grad_checkpointing() -> None:
     fresh = Clip(ClipConfig.from_dict(TINY_NATIVE))
     model = copy.deepcopy(fresh)
     before = _step(model)
-    assert _changed(model, before, "") == _names(model, "")  # every parameter learns, logit_bias included
+    assert changed(model, before, "") == names(model, "")  # every parameter learns, logit_bias included
 
     model = copy.deepcopy(fresh)
     assert len(model.visual.blocks()) == 2 and model.visual.attn_pool in model.visual.head_parts()
     model.lock_image_tower(unlocked_groups=1)
     before = _step(model)
-    head = _names(model, "visual.ln_post.") | _names(model, "visual.attn_pool.")
-    assert _changed(model, before, "visual.") == _names(model, "visual.transformer.resblocks.1.") | head
+    head = names(model, "visual.ln_post.") | names(model, "visual.attn_pool.")
+    assert changed(model, before, "visual.") == names(model, "visual.transformer.resblocks.1.") | head
 
     model = copy.deepcopy(fresh)
     model.lock_text_tower(unlocked_layers=1)
     before = _step(model)
-    head = _names(model, "text.ln_final.") | _names(model, "text.text_projection.")
-    assert _changed(model, before, "text.") == _names(model, "text.transformer.resblocks.1.") | head
-    assert _changed(model, before, "visual.") == _names(model, "visual.")
+    head = names(model, "text.ln_final.") | names(model, "text.text_projection.")
+    assert changed(model, before, "text.") == names(model, "text.transformer.resblocks.1.") | head
+    assert changed(model, before, "visual.") == names(model, "visual.")
 
     grads = []
     for enable in (False, True):

@@ -12,6 +12,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from conftest import photo
+from open_clip_refs import open_clip_model
 from safetensors.torch import save_file
 
 import clipworks
@@ -34,26 +35,6 @@ NAMED = ["MobileCLIP-S1", "MobileCLIP-S2", "MobileCLIP-B", "MobileCLIP2-S0", "Mo
          "MobileCLIP2-S4", "MobileCLIP2-B", "MobileCLIP2-L-14", "convnext_tiny", "convnext_small", "convnext_base",
          "convnext_base_w", "convnext_base_w_320", "convnext_large", "convnext_large_d", "convnext_large_d_320",
          "convnext_xlarge", "convnext_xxlarge", "convnext_xxlarge_320"]
-
-
-def open_clip_model(name: str) -> torch.nn.Module:
-    """open_clip's model of ``name`` with random weights, BatchNorm statistics and layer scales, so that every
-    tensor loaded (running stats included) shows in the embeddings."""
-    cfg = open_clip.get_model_config(name)
-    custom = cfg.pop("custom_text", False)
-    torch.manual_seed(0)
-    model = (open_clip.CustomTextCLIP if custom else open_clip.CLIP)(**cfg)
-    with torch.no_grad():
-        for module in model.modules():
-            if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
-                module.running_mean.uniform_(-0.5, 0.5)
-                module.running_var.uniform_(0.5, 1.5)
-                module.weight.uniform_(0.5, 1.5)
-                module.bias.normal_(0, 0.1)
-        for pname, p in model.named_parameters():
-            if "layer_scale" in pname or pname.endswith("gamma"):
-                p.uniform_(0.05, 0.2)
-    return model.eval()
 
 
 def save_hub_dir(model: torch.nn.Module, name: str, directory: Path, preprocess: dict) -> Path:

@@ -13,6 +13,7 @@ import struct
 from pathlib import Path
 
 import numpy as np
+import torch
 from PIL import Image
 
 from clipworks.data import FASHION_MNIST_CLASSES
@@ -88,3 +89,12 @@ def base_config(tmp: Path, data: str | Path, **overrides: object) -> dict:
                log_every=1, progress=False, tensorboard=False, device="cpu", seed=0, out=str(tmp / "run"))
     cfg.update(overrides)
     return cfg
+
+
+def changed(model: torch.nn.Module, before: dict[str, torch.Tensor], prefix: str) -> set[str]:
+    """Names under ``prefix`` of the parameters a step moved away from ``before``."""
+    return {n for n, p in model.named_parameters() if n.startswith(prefix) and not torch.equal(p, before[n])}
+
+
+def names(model: torch.nn.Module, prefix: str) -> set[str]:
+    return {n for n, _ in model.named_parameters() if n.startswith(prefix)}

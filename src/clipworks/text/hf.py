@@ -25,7 +25,7 @@ from ..model.config import NORMALIZE_MODES, PADDING_SIDES
 from . import hf_classes
 from .clean import clean_fn
 from .hf_dir import SENTENCEPIECE_FILES, TOKENIZER_JSON, TokenizerDir
-from .inputs import check_length, check_texts, not_unicode
+from .inputs import check_length, check_texts, not_unicode, prepare
 
 
 class HFTokenizer:
@@ -94,10 +94,8 @@ class HFTokenizer:
         return tok
 
     def __call__(self, texts: str | Sequence[str], context_length: int | None = None) -> torch.Tensor:
-        texts = check_texts(texts)
-        length = check_length(context_length or self.context_length)
-        if self.clean != "none":
-            texts = [self._clean(t) for t in texts]
+        texts, length = prepare(texts, context_length or self.context_length,
+                                None if self.clean == "none" else self._clean)
         try:
             encodings = self._fixed(length).encode_batch(texts)
         except (TypeError, ValueError) as e:

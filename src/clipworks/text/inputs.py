@@ -28,6 +28,13 @@ def check_length(length: object) -> int:
     return length
 
 
+def prepare(texts: object, context_length: object, clean) -> tuple[list[str], int]:
+    """What every tokenizer call starts with: the checked texts, cleaned (``clean`` None: as given), and the checked
+    context length."""
+    checked = check_texts(texts)
+    return ([clean(t) for t in checked] if clean is not None else checked), check_length(context_length)
+
+
 def not_unicode(texts: list[str]) -> TokenizerError:
     """The error for a text the Rust and SentencePiece tokenizers cannot take: a lone surrogate has no UTF-8 form
     (transformers fails on it too, with a TypeError that names neither the text nor the character)."""

@@ -28,7 +28,7 @@ from ..errors import TokenizerError, require
 from ..model.config import PADDING_SIDES
 from .clean import clean_fn, siglip_canonicalize
 from .hf_dir import SENTENCEPIECE_FILES, AddedToken, TokenizerDir
-from .inputs import check_length, check_texts, not_unicode
+from .inputs import check_length, check_texts, not_unicode, prepare
 
 SPIECE_UNDERLINE = "▁"
 
@@ -124,10 +124,8 @@ class SentencePieceTokenizer:
         return out
 
     def __call__(self, texts: str | Sequence[str], context_length: int | None = None) -> torch.Tensor:
-        texts = check_texts(texts)
-        length = check_length(context_length or self.context_length)
-        if self.clean != "none":
-            texts = [self._clean(t) for t in texts]
+        texts, length = prepare(texts, context_length or self.context_length,
+                                None if self.clean == "none" else self._clean)
         try:
             pieces = self._pieces(texts)
         except (TypeError, RuntimeError, UnicodeEncodeError) as e:
