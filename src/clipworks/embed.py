@@ -13,9 +13,8 @@ import torch
 
 from .image.decode import ImageError, load_image
 from .model import Clip
+from .progress import Progress
 from .text import Tokenizer
-
-Progress = Callable[[int], None]
 
 
 @dataclass

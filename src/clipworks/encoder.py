@@ -1,0 +1,185 @@
+"""A loaded model ready to embed: weights, image transform, tokenizer and device together, plus its identity.
+
+Every application (zero-shot, index and search, evaluation, scores, filters) and the service embed through an
+``Encoder``, so a model is loaded once and the backend can change in one place. ``ModelRef`` is what an index
+or a saved classifier records about the model that made its vectors, so that vectors from another model are
+refused instead of silently compared.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+
+from .embed import ImageEmbeddings, embed_images, embed_texts
+from .errors import ConfigError, UsageError
+from .image.transforms import ImageTransform, to_rgb
+from .model import Clip
+from .progress import Progress
+from .text import Tokenizer
+
+HF_HUB_PREFIX = "hf-hub:"
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    """Which weights made a set of vectors. ``weights`` is the identity compared: ``sha256:<hex>`` of a local
+    checkpoint's files, ``pretrained:<model>/<tag>`` for a registry name, ``hf-hub:<repo>`` for a Hub repo,
+    ``random:<config sha>`` for untrained weights (which no later load reproduces)."""
+
+    model: str  # as the user gave it; a checkpoint path is made absolute
+    pretrained: str | None
+    weights: str
+    embed_dim: int
+
+    @classmethod
+    def of(cls, model: str, pretrained: str | None, clip: Clip) -> ModelRef:
+        if model.startswith(HF_HUB_PREFIX):
+            return cls(model, pretrained, model, clip.config.embed_dim)
+        if _is_local(model):
+            path = Path(model).resolve()
+            return cls(str(path), pretrained, f"sha256:{hash_checkpoint(path)}", clip.config.embed_dim)
+        if pretrained is None:
+            return cls(model, None, f"random:{_config_sha(clip)}", clip.config.embed_dim)
+        if _is_local(pretrained):
+            path = Path(pretrained).resolve()
+            return cls(model, str(path), f"sha256:{hash_checkpoint(path)}", clip.config.embed_dim)
+        return cls(model, pretrained, f"pretrained:{model}/{pretrained}", clip.config.embed_dim)
+
+    @property
+    def is_random(self) -> bool:
+        return self.weights.startswith("random:")
+
+    def describe(self) -> str:
+        """How a user would name it: ``ViT-B-32 --pretrained laion2b_s34b_b79k``, or a path with its hash."""
+        name = self.model if self.pretrained is None else f"{self.model} --pretrained {self.pretrained}"
+        if self.weights.startswith("sha256:"):
+            name += f" (sha256 {self.weights[7:19]}…)"
+        elif self.is_random:
+            name += " (random weights)"
+        return f"{name}, {self.embed_dim}-d"
+
+    def same_weights(self, other: ModelRef) -> bool:
+        return self.weights == other.weights and self.embed_dim == other.embed_dim and not self.is_random
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], where: str = "model record") -> ModelRef:
+        try:
+            return cls(str(data["model"]), data.get("pretrained"), str(data["weights"]), int(data["embed_dim"]))
+        except (KeyError, TypeError, ValueError) as e:
+            raise ConfigError(f"{where}: not a model record ({type(e).__name__}: {e})") from e
+
+
+def _is_local(name: str) -> bool:
+    return Path(name).exists()
+
+
+def _config_sha(clip: Clip) -> str:
+    import json
+
+    return hashlib.sha256(json.dumps(clip.config.to_dict(), sort_keys=True).encode()).hexdigest()[:16]
+
+
+def hash_checkpoint(path: Path) -> str:
+    """sha256 over a checkpoint file, or over a checkpoint directory's files (names and bytes, sorted)."""
+    h = hashlib.sha256()
+    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
+    for f in files:
+        if path.is_dir():
+            h.update(str(f.relative_to(path)).encode() + b"\0")
+        with open(f, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                h.update(block)
+    return h.hexdigest()
+
+
+class Encoder:
+    """Normalised float32 embeddings of texts, PIL images and image files from one model, in eval mode.
+
+    ``Encoder.load("ViT-B-32", "laion2b_s34b_b79k")`` builds one the way ``create_model_and_transforms`` does.
+    """
+
+    def __init__(self, model: Clip, preprocess: ImageTransform, tokenizer: Tokenizer, ref: ModelRef,
+                 batch_size: int = 64, text_batch_size: int = 256) -> None:
+        self.model = model.eval()
+        self.preprocess = preprocess
+        self.tokenizer = tokenizer
+        self.ref = ref
+        self.batch_size = batch_size
+        self.text_batch_size = text_batch_size
+
+    @classmethod
+    def load(cls, model: str, pretrained: str | None = None, *, device: str | torch.device = "cpu",
+             precision: str = "fp32", cache_dir: str | Path | None = None, batch_size: int = 64) -> Encoder:
+        from .factory import create_model_and_transforms, tokenizer_for
+
+        clip, _, preprocess = create_model_and_transforms(model, pretrained, device=device, precision=precision,  # type: ignore[arg-type]
+                                                          cache_dir=cache_dir)
+        if _is_local(model):
+            model = str(Path(model).resolve())
+        return cls(clip, preprocess, tokenizer_for(clip.config, cache_dir=cache_dir), ModelRef.of(model, pretrained, clip),
+                   batch_size=batch_size)
+
+    @property
+    def embed_dim(self) -> int:
+        return self.model.config.embed_dim
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.model.parameters()).dtype
+
+    @property
+    def uses_sigmoid(self) -> bool:
+        """SigLIP-style (a ``logit_bias``): probabilities are per-label sigmoids, not a softmax over labels."""
+        return self.model.uses_sigmoid
+
+    def encode_text(self, texts: Sequence[str], progress: Progress | None = None) -> np.ndarray:
+        """``float32 [len(texts), embed_dim]``, L2-normalised."""
+        if isinstance(texts, str):
+            raise UsageError("encode_text takes a list of texts, not one string")
+        return embed_texts(self.model, self.tokenizer, list(texts), self.text_batch_size, progress=progress)
+
+    @torch.inference_mode()
+    def encode_images(self, images: Sequence[Image.Image]) -> np.ndarray:
+        """``float32 [len(images), embed_dim]``, L2-normalised, of decoded PIL images (any mode)."""
+        chunks = [np.zeros((0, self.embed_dim), dtype=np.float32)]
+        for start in range(0, len(images), self.batch_size):
+            x = torch.stack([self.preprocess(to_rgb(im)) for im in images[start : start + self.batch_size]])
+            feats = self.model.encode_image(x.to(device=self.device, dtype=self.dtype), normalize=True)
+            chunks.append(feats.float().cpu().numpy())
+        return np.concatenate(chunks)
+
+    def encode_files(self, paths: Sequence[Path], strict: bool = False, workers: int = 2,
+                     progress: Progress | None = None) -> ImageEmbeddings:
+        """Embeddings of image files; unreadable ones are skipped and listed in ``failures`` (``strict`` raises)."""
+        return embed_images(self.model, self.preprocess, [Path(p) for p in paths], self.batch_size, True, strict,
+                            workers, progress)
+
+    def logits(self, image_features: np.ndarray, text_features: np.ndarray) -> np.ndarray:
+        """``[images, texts]`` logits of normalised features with the model's own scale (and bias)."""
+        with torch.no_grad():
+            out = self.model.logits(self._tensor(image_features), self._tensor(text_features))
+        return out.float().cpu().numpy()
+
+    def probabilities(self, image_features: np.ndarray, text_features: np.ndarray) -> np.ndarray:
+        """Zero-shot probabilities: softmax over the texts (CLIP) or a sigmoid per text (SigLIP)."""
+        with torch.no_grad():
+            out = self.model.probabilities(self._tensor(image_features), self._tensor(text_features))
+        return out.float().cpu().numpy()
+
+    def _tensor(self, features: np.ndarray) -> torch.Tensor:
+        return torch.as_tensor(np.asarray(features, dtype=np.float32), device=self.device)
