@@ -56,3 +56,37 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+def _saved_tiny(root: Path, name: str, **overrides) -> Path:
+    import dataclasses
+
+    import clipworks
+
+    from clipworks.factory import model_config
+
+    config = model_config("tiny-vit")
+    torch.manual_seed(0)
+    model = clipworks.Clip(dataclasses.replace(config, **overrides)).eval()
+    clipworks.save_pretrained(model, root / name)
+    return root / name
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint(tmp_path_factory) -> Path:
+    """A saved tiny-vit (64-d, 32 px) with fixed random weights: a real checkpoint directory that applications
+    (index, classifier files, scores) can record and reload."""
+    return _saved_tiny(tmp_path_factory.mktemp("tiny"), "tiny-vit")
+
+
+@pytest.fixture(scope="session")
+def tiny_sigmoid_checkpoint(tmp_path_factory) -> Path:
+    """The same tiny model made SigLIP-style (a ``logit_bias``): probabilities are per-label sigmoids."""
+    return _saved_tiny(tmp_path_factory.mktemp("tiny-sig"), "tiny-vit-sigmoid", init_logit_bias=-10.0)
+
+
+@pytest.fixture(scope="session")
+def tiny_encoder(tiny_checkpoint: Path):
+    from clipworks.encoder import Encoder
+
+    return Encoder.load(str(tiny_checkpoint))
