@@ -14,6 +14,7 @@ from .image.transforms import image_transform
 from .model import Clip, ClipConfig, list_models
 from .pretrained import list_pretrained, list_pretrained_tags_by_model, register_pretrained
 from .text import ClipTokenizer, HFTokenizer, tokenize
+from .zeroshot import ZeroShotClassifier, classify
 
 __version__ = "0.2.0"
 
@@ -28,6 +29,8 @@ __all__ = [
     "MissingDependencyError",
     "PretrainedError",
     "TokenizerError",
+    "ZeroShotClassifier",
+    "classify",
     "create_model",
     "create_model_and_transforms",
     "create_model_from_pretrained",

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import typer
 
-from . import data, embed, interpolate, models, plot, train
+from . import classify, data, embed, interpolate, models, plot, train
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="CLIP models: train, evaluate, inspect, convert, embed.")
 app.command("info")(models.info)
 app.command("pretrained")(models.pretrained)
 app.command("convert")(models.convert)
 app.command("embed")(embed.embed)
+app.command("classify")(classify.classify)
 app.command("data")(data.data)
 app.command("plot")(plot.plot)
 app.command("interpolate")(interpolate.interpolate)

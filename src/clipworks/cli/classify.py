@@ -1,0 +1,150 @@
+"""``clipworks classify``: zero-shot labels for images from class names in words (or a saved classifier)."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from ..errors import MissingFileError, UsageError
+from ..image.decode import ImageError, expand_image_paths
+from ..progress import progress_bar
+from ..zeroshot import TTA_MODES, Prediction, ZeroShotClassifier
+from ..zeroshot import classify as run_classify
+from ..zeroshot.classifier import check_class_names, resolve_templates
+from .common import BatchArg, DeviceArg, PretrainedArg, err, load_encoder, user_errors
+
+out = Console()
+FORMATS = ("table", "json", "csv")
+
+
+def _labels(labels: str | None, labels_file: Path | None) -> list[str]:
+    if labels is not None:
+        return list(check_class_names([name.strip() for name in labels.split(",")], where="--labels"))
+    assert labels_file is not None
+    if not labels_file.is_file():
+        raise MissingFileError(f"--labels-file {labels_file}: no such file")
+    lines = [ln.strip() for ln in labels_file.read_text(encoding="utf-8").splitlines()]
+    return list(check_class_names([ln for ln in lines if ln and not ln.startswith("#")], where=str(labels_file)))
+
+
+def _percent(p: float) -> str:
+    return f"{100 * p:.1f}%" if p >= 0.001 else f"{100 * p:.2g}%"
+
+
+def _print_table(predictions: list[Prediction]) -> None:
+    table = Table("image", "label", header_style="bold")
+    table.add_column("probability", justify="right")
+    for pred in predictions:
+        for rank, (label, p) in enumerate(zip(pred.labels, pred.probabilities)):
+            table.add_row(Text(pred.name) if rank == 0 else "", Text(label), _percent(p),
+                          end_section=rank == len(pred.labels) - 1)
+    out.print(table)
+
+
+def _csv(predictions: list[Prediction]) -> str:
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(["path", "rank", "label", "probability"])
+    for pred in predictions:
+        for rank, (label, p) in enumerate(zip(pred.labels, pred.probabilities), start=1):
+            writer.writerow([pred.name, rank, label, f"{p:.6g}"])
+    return buf.getvalue()
+
+
+def classify(
+    images: Annotated[list[str] | None, typer.Argument(help="Image files and/or directories (searched recursively).")] = None,
+    model: Annotated[str | None, typer.Option("--model", "-m", help="Config name, hf-hub:org/repo, or checkpoint path "
+                                              "(default with --classifier: the model it was built with).")] = None,
+    pretrained: PretrainedArg = None,
+    labels: Annotated[str | None, typer.Option("--labels", help='Class names, comma-separated: "cat,dog,car".')] = None,
+    labels_file: Annotated[Path | None, typer.Option("--labels-file", help="Class names, one per line "
+                                                     "(blank lines and #-comments skipped).")] = None,
+    classifier_file: Annotated[Path | None, typer.Option("--classifier", help="A classifier saved with "
+                                                         "--save-classifier: no text is encoded.")] = None,
+    templates: Annotated[str | None, typer.Option("--templates", help="Prompt templates: simple, openai-imagenet, "
+                                                  "fashion, a file (one per line), or one template with {}. "
+                                                  "[default: simple]")] = None,
+    top_k: Annotated[int, typer.Option("--top-k", "-k", min=1, help="Labels shown per image.")] = 5,
+    tta: Annotated[str, typer.Option("--tta", help="Test-time augmentation: none, flip, multicrop (5 crops) or "
+                                     "multicrop-flip (10).")] = "none",
+    fmt: Annotated[str, typer.Option("--format", help="table, json or csv.")] = "table",
+    save_classifier: Annotated[Path | None, typer.Option("--save-classifier", help="Also save the classifier "
+                                                         "built from the labels to this file (.safetensors).")] = None,
+    device: DeviceArg = "cpu",
+    batch_size: BatchArg = 64,
+    workers: Annotated[int, typer.Option(min=1, help="Image decoding threads.")] = 2,
+) -> None:
+    """Zero-shot classify images: top-k labels with probabilities (softmax for CLIP, per-label sigmoid for SigLIP)."""
+    with user_errors():
+        sources = [flag for flag, v in (("--labels", labels), ("--labels-file", labels_file),
+                                        ("--classifier", classifier_file)) if v is not None]
+        if len(sources) != 1:
+            raise UsageError("give exactly one of --labels, --labels-file or --classifier"
+                             + (f" (got {' and '.join(sources)})" if sources else ""))
+        if fmt not in FORMATS:
+            raise UsageError(f"--format {fmt!r} is not one of {', '.join(FORMATS)}")
+        if tta not in TTA_MODES:
+            raise UsageError(f"--tta {tta!r} is not one of {', '.join(TTA_MODES)}")
+        if classifier_file is not None and templates is not None:
+            raise UsageError("--templates applies when building from labels; the --classifier file has its own")
+        if classifier_file is not None and save_classifier is not None:
+            raise UsageError("--save-classifier saves a classifier built from labels; --classifier is already saved")
+        paths = expand_image_paths(images or [])
+        if images and not paths:
+            raise ImageError(f"no image files found in {', '.join(images)}")
+        if not paths and save_classifier is None:
+            raise UsageError("give image files or directories to classify (or --save-classifier FILE to only build)")
+
+        if classifier_file is not None:
+            classifier = ZeroShotClassifier.load(classifier_file)
+            if model is None:
+                model, pretrained = classifier.model_ref.model, classifier.model_ref.pretrained
+        else:
+            names = _labels(labels, labels_file)
+            prompts = resolve_templates("simple" if templates is None else templates)
+        if model is None:
+            raise UsageError("--model is required when building a classifier from labels")
+        encoder = load_encoder(model, pretrained, device=device, batch_size=batch_size)
+        if classifier_file is not None:
+            classifier.check_encoder(encoder, where=f"classifier {classifier_file}")
+        else:
+            count = len(names) * len(prompts)
+            with progress_bar(count, "encoding prompts", show=count > encoder.text_batch_size) as bar:
+                classifier = ZeroShotClassifier.build(encoder, names, prompts, progress=bar)
+        if save_classifier is not None:
+            classifier.save(save_classifier)
+            err.print(f"saved classifier ({classifier.num_classes} classes × {len(classifier.templates)} templates) "
+                      f"→ {save_classifier}", highlight=False, soft_wrap=True)
+        if not paths:
+            return
+
+        with progress_bar(len(paths), "classifying") as bar:
+            results = run_classify(encoder, paths, classifier, k=top_k, tta=tta, progress=bar, workers=workers)
+        good = [p for p in results if p.ok]
+        failed = [p for p in results if not p.ok]
+        if fmt == "json":
+            typer.echo(json.dumps({"model": encoder.ref.describe(), "sigmoid": classifier.uses_sigmoid, "tta": tta,
+                                   "classes": classifier.num_classes, "templates": len(classifier.templates),
+                                   "predictions": [p.to_dict() for p in good],
+                                   "skipped": [{"path": p.name, "error": p.error} for p in failed]}, indent=2, ensure_ascii=False))
+        elif fmt == "csv":
+            typer.echo(_csv(good), nl=False)
+        else:
+            _print_table(good)
+            if classifier.uses_sigmoid:
+                err.print("SigLIP-style model: each label's probability is its own sigmoid; they need not sum to 1",
+                          highlight=False)
+        if failed:
+            err.print(f"[yellow]skipped {len(failed)} unreadable file(s):[/yellow]")
+            for p in failed:
+                err.print(f"  {p.error}", highlight=False, markup=False, soft_wrap=True)
+        if not good:
+            raise ImageError(f"none of the {len(paths)} image(s) could be read")
