@@ -1,6 +1,7 @@
 """clipworks: CLIP-style contrastive image–text models — build, load any family by name, train, embed."""
 
 from .checkpoints import load_checkpoint, save_pretrained
+from .encoder import Encoder, ModelRef
 from .errors import (
     CheckpointError,
     ClipworksError,
@@ -25,8 +26,10 @@ __all__ = [
     "ClipTokenizer",
     "ClipworksError",
     "ConfigError",
+    "Encoder",
     "HFTokenizer",
     "MissingDependencyError",
+    "ModelRef",
     "PretrainedError",
     "TokenizerError",
     "ZeroShotClassifier",
