@@ -143,7 +143,8 @@ def _pairs(prompts_file: Path, paths: list[Path]) -> list[tuple[Path, str]]:
         if match is None:
             raise UsageError(f"{prompts_file}: line {line}: image {image} is not among the {len(paths)} images given")
         pairs.append((match, prompt))
-    unscored = [str(p) for p in paths if p not in {q for q, _ in pairs}]
+    named = {q for q, _ in pairs}
+    unscored = [str(p) for p in paths if p not in named]
     if unscored:
         raise UsageError(f"{len(paths)} images but {len(unscored)} of them have no prompt in {prompts_file}: "
                          + ", ".join(unscored[:5]) + (" …" if len(unscored) > 5 else ""))

@@ -11,10 +11,12 @@ Two deliberate differences from torchmetrics (1.9):
   ``mean(w · max(cos, 0))``. The two agree exactly when every cosine is non-negative (the usual case with a
   trained model); with a negative pair torchmetrics lets it pull the mean down, here it counts as 0.
 - **Long prompts keep their end token.** torchmetrics slices the token ids at 77, which drops CLIP's end-of-text
-  token, and CLIP pools the text at that token — so an over-long prompt is embedded at whatever token the model
-  finds instead (torchmetrics issue #2883: a caption just past the limit loses ~10 points). Here the model's own
-  tokenizer truncates, keeping the end token (as OpenAI's and open_clip's ``tokenize`` do), and the truncated
-  prompts are counted and listed in the result, since their end was not scored.
+  token, and CLIP pools the text at that token — so an over-long prompt is pooled at an arbitrary token instead
+  (the highest-id one with OpenAI's Hub configs; the start token, the same for every prompt, with newer ones):
+  torchmetrics issue #2883, whose example drops from 26 to 17 one token past the limit (``tests/test_scores.py``
+  shows two different long prompts scoring the same there). Here the model's own tokenizer
+  truncates, keeping the end token (as OpenAI's and open_clip's ``tokenize`` do), and the truncated prompts are
+  counted and listed in the result, since their ends were not scored.
 """
 
 from __future__ import annotations

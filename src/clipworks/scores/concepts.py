@@ -44,8 +44,11 @@ class Concept:
     threshold: float | None = None  # None: not flagged until calibrated (0.0 by default when negatives exist)
 
     def __post_init__(self) -> None:
-        if not self.name or not self.prompts:
-            raise ConfigError(f"concept {self.name!r}: needs a name and at least one prompt")
+        object.__setattr__(self, "prompts", text_list(list(self.prompts), f"concept {self.name!r}: prompts"))
+        object.__setattr__(self, "negatives", text_list(list(self.negatives), f"concept {self.name!r}: negatives",
+                                                        allow_empty=True))
+        if not isinstance(self.name, str) or not self.name.strip():
+            raise ConfigError(f"a concept needs a name, got {self.name!r}")
 
     def to_dict(self) -> dict[str, Any]:
         return {"prompts": list(self.prompts), "negatives": list(self.negatives) or None, "threshold": self.threshold}
