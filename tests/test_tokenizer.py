@@ -64,6 +64,17 @@ def test_truncation_keeps_end_token(ref, tok):
     assert short.tolist() == [[tok.sot_token_id, *tok.encode("a b c"), tok.eot_token_id]]
 
 
+def test_token_count_is_the_untruncated_length(ref, tok):
+    texts = corpus(n=300, tricky_share=0.25, seed=3) + ["word " * 80, "word " * 74, "word " * 75, ""]
+    counts = tok.token_count(texts)
+    assert counts == [len(ref.encode(t)) + 2 for t in texts]
+    assert counts[-4:] == [82, 76, 77, 2]  # 75 words + start + end fill 77 exactly: nothing is cut
+    rows = tok(texts)
+    for text, n, row in zip(texts, counts, rows):  # a text that fits ends where its count says
+        if n <= 77:
+            assert int(row[n - 1]) == tok.eot_token_id and (n == 77 or int(row[n]) == 0), text
+
+
 def test_ten_thousand_characters_and_empty(ref, tok):
     texts = ["x" * 10_000, "a dog " * 2000, "", " \n\t "]
     assert torch.equal(tok(texts), ref(texts))

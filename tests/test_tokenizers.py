@@ -205,6 +205,14 @@ def test_truncation_keeps_the_end_token_and_pads_with_the_pad_id(dirs, name):
     assert family.context_length in (64, 77)
 
 
+@pytest.mark.parametrize("name", list(refs.FAMILIES))
+def test_token_count_is_the_untruncated_length(dirs, captions, name):
+    tok = refs.transformers_reference(dirs[name], 8).tokenizer
+    ours = ours_for_transformers(dirs[name], 8)
+    texts = [t for t in captions[:200] if refs._utf8(t)] + ["word " * 100, "a", ""] + SPECIAL
+    assert ours.token_count(texts) == [len(ids) for ids in tok(texts, truncation=False).input_ids], name
+
+
 def test_strip_sep_token_and_clean_modes(dirs):
     cfg = TokenizerConfig(type="hf", name=str(dirs["bert"]), strip_sep_token=True)
     ids = build_tokenizer(cfg, 12)(["a photo"])[0].tolist()

@@ -4,14 +4,18 @@ from __future__ import annotations
 
 import typer
 
-from . import classify, data, embed, interpolate, models, plot, train
+from . import classify, data, embed, interpolate, models, plot, score, train
 
-app = typer.Typer(no_args_is_help=True, add_completion=False, help="CLIP models: train, evaluate, inspect, convert, embed.")
+app = typer.Typer(no_args_is_help=True, add_completion=False,
+                  help="CLIP models: train, load any family, embed, classify, index and search, evaluate, score.")
 app.command("info")(models.info)
 app.command("pretrained")(models.pretrained)
 app.command("convert")(models.convert)
 app.command("embed")(embed.embed)
 app.command("classify")(classify.classify)
+app.command("score")(score.score)
+app.command("quality")(score.quality)
+app.command("filter")(score.filter_images)
 app.command("data")(data.data)
 app.command("plot")(plot.plot)
 app.command("interpolate")(interpolate.interpolate)

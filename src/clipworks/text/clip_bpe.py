@@ -28,7 +28,7 @@ from tokenizers import Tokenizer, models, pre_tokenizers
 from ..errors import InputTypeError
 from .clean import PLAIN_ASCII as _PLAIN_ASCII
 from .clean import clean_lower
-from .inputs import check_length
+from .inputs import check_length, check_texts
 
 DEFAULT_CONTEXT_LENGTH = 77
 SOT = "<start_of_text>"
@@ -157,6 +157,11 @@ class ClipTokenizer:
         chunks = self._chunks(text, 0)
         cache = self._learn([chunks])
         return [i for c in chunks for i in cache[c]]
+
+    def token_count(self, texts: str | Sequence[str]) -> list[int]:
+        """Tokens each text takes with its start and end tokens, before truncation: over ``context_length`` means
+        the call cuts it (keeping the end token)."""
+        return [len(self.encode(t)) + 2 for t in check_texts(texts)]
 
     def decode(self, ids: Sequence[int] | torch.Tensor) -> str:
         """Text of a token sequence; start/end tokens and the padding after the end token are dropped."""

@@ -110,6 +110,15 @@ class HFTokenizer:
         text = check_texts(text)[0]
         return self._fixed(None).encode(self._clean(text), add_special_tokens=False).ids
 
+    def token_count(self, texts: str | Sequence[str]) -> list[int]:
+        """Tokens each text takes with its special tokens, before truncation: over ``context_length`` means the
+        call cuts it (keeping the special tokens)."""
+        texts, _ = prepare(texts, self.context_length, None if self.clean == "none" else self._clean)
+        try:
+            return [len(e.ids) for e in self._fixed(None).encode_batch(texts)]
+        except (TypeError, ValueError) as e:
+            raise not_unicode(texts) from e
+
     def decode(self, ids: Sequence[int] | torch.Tensor) -> str:
         """Text of a token sequence; special tokens and padding are dropped."""
         ids = [int(i) for i in (ids.tolist() if isinstance(ids, torch.Tensor) else ids)]

@@ -145,6 +145,16 @@ class SentencePieceTokenizer:
         """Ids of one (cleaned) text, without the end token or truncation."""
         return [self._id(p) for p in self._pieces([self._clean(check_texts(text)[0])])[0]]
 
+    def token_count(self, texts: str | Sequence[str]) -> list[int]:
+        """Tokens each text takes with its end token, before truncation: over ``context_length`` means the call cuts
+        it (keeping the end token)."""
+        texts, _ = prepare(texts, self.context_length, None if self.clean == "none" else self._clean)
+        try:
+            pieces = self._pieces(texts)
+        except (TypeError, RuntimeError, UnicodeEncodeError) as e:
+            raise not_unicode(texts) from e
+        return [len(ps) + (0 if ps and self._id(ps[-1]) == self.eos_token_id else 1) for ps in pieces]
+
     def decode(self, ids: Sequence[int] | torch.Tensor) -> str:
         """Text of a token sequence; special tokens and padding are dropped."""
         ids = [int(i) for i in (ids.tolist() if isinstance(ids, torch.Tensor) else ids)]
