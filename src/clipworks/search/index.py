@@ -94,6 +94,8 @@ class Index:
             self.check_encoder(encoder)
             self._encoder = encoder
         self._vectors = self._load_vectors()
+        if writable:
+            self._record_root()
 
     # -- lifecycle -------------------------------------------------------------------------------------------
     @classmethod
@@ -469,6 +471,16 @@ class Index:
     def _check_writable(self, what: str) -> None:
         if not self.writable:
             raise UsageError(f"index {self.path} was opened read-only; open it with writable=True to {what} it")
+
+    def _record_root(self) -> None:
+        """After a move, record where the root is now (both ways of finding it), so the next move works too."""
+        if not self.root.is_dir():
+            return
+        now = {"root": _relative_root(self.root, self.path.absolute()), "root_abs": str(self.root.resolve())}
+        if any(self._meta.get(k) != v for k, v in now.items()):
+            with self._store.transaction():
+                self._store.set_meta(**now)
+            self._meta.update(now)
 
     def _existing_root(self) -> Path:
         if not self.root.is_dir():

@@ -91,8 +91,11 @@ class VectorIndex:
             return None
 
     def train_min(self, n: int) -> int:
+        """Vectors needed before training: ``train_min`` or ``max(10000, 39·nlist)``, and never fewer than k-means
+        needs (one point per IVF list and per PQ centroid)."""
         nlist = self.options["nlist"] or _default_nlist(n)
-        return self.options["train_min"] or max(10000, 39 * nlist)
+        wanted = self.options["train_min"] or max(10000, 39 * nlist)
+        return max(wanted, nlist, 2 ** self.options["nbits"])
 
     def maybe_train(self) -> bool:
         """Turn an untrained ``ivfpq`` index into IVF-PQ once it holds ``train_min`` vectors; True if it did."""
