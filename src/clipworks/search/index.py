@@ -516,6 +516,9 @@ class Index:
 
     def _load_vectors(self) -> VectorIndex:
         cache = self.path / CACHE_NAME
+        if self.writable:  # a process killed while writing the cache leaves its temp file behind
+            for stale in self.path.glob(f".{CACHE_NAME}.tmp-*"):
+                stale.unlink(missing_ok=True)
         loaded = VectorIndex.load(cache, self.kind, self.dim, self.options)
         vectors = loaded or VectorIndex(self.kind, self.dim, self.options)
         changed = vectors.sync(self._store.all_ids(), lambda ids: self.vectors(ids))
