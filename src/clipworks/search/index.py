@@ -29,7 +29,7 @@ from ..encoder import Encoder, ModelRef
 from ..errors import MissingFileError, UsageError
 from ..fileio import atomic_dir
 from ..progress import Progress
-from .scan import FileInfo, SidecarError, clean_tags, hash_files, read_sidecars, scan
+from .scan import FileInfo, SidecarError, clean_tags, hash_files, matches, read_sidecars, scan
 from .store import DB_NAME, FORMAT, FORMAT_VERSION, Item, NewItem, Row, Store
 from .vectors import VectorIndex, check_options
 
@@ -48,6 +48,7 @@ class AddReport:
     moved: int = 0
     unchanged: int = 0
     removed: int = 0
+    excluded: int = 0
     embedded: int = 0
     reused: int = 0
     failures: list[tuple[Path, str]] = field(default_factory=list)
@@ -59,8 +60,9 @@ class AddReport:
         return len(self.failures)
 
     def __str__(self) -> str:
+        excluded = f", {self.excluded} excluded" if self.excluded else ""
         return (f"{self.added} added, {self.updated} updated, {self.moved} moved, {self.unchanged} unchanged, "
-                f"{self.removed} removed, {self.failed} failed ({self.embedded} embedded, {self.reused} vectors "
+                f"{self.removed} removed{excluded}, {self.failed} failed ({self.embedded} embedded, {self.reused} vectors "
                 f"reused) in {self.seconds:.1f}s")
 
 
@@ -251,7 +253,7 @@ class Index:
         out = {
             "path": str(self.path), "root": str(self.root), "model": self.ref.describe(),
             "model_ref": self.ref.to_dict(), "dim": self.dim, "kind": self.kind, "options": self.options,
-            "count": len(self), "captions": self._store.caption_count(), "format": FORMAT,
+            "count": len(self), "captions": self._store.caption_count(), "excluded": self.excluded, "format": FORMAT,
             "format_version": meta["format_version"], "created": _iso(meta["created"]), "updated": _iso(meta["updated"]),
             "sizes": {"database_bytes": db_bytes, "faiss_bytes": cache_bytes, "total_bytes": db_bytes + cache_bytes},
         }
@@ -275,8 +277,11 @@ class Index:
         folder = root if directory is None else self._inside_root(Path(directory))
         scope = "" if folder == root else folder.relative_to(root).as_posix()
         files, scan_failures = scan(root, folder, skip=self.path)
+        excluded = self.excluded
+        kept = {rel: info for rel, info in files.items() if not any(matches(rel, p) for p in excluded)}
+        n_excluded, files = len(files) - len(kept), kept
         rows = self._store.rows_under(scope)
-        report = AddReport(failures=list(scan_failures))
+        report = AddReport(failures=list(scan_failures), excluded=n_excluded)
         unchanged: list[tuple[Row, FileInfo]] = []
         changed: list[FileInfo] = []
         for rel, info in files.items():
@@ -407,18 +412,41 @@ class Index:
         self._store.set_tags(item_id, meta.tags)
         self._store.set_sidecar_mtime(item_id, meta.sidecar_mtime_ns)
 
-    def remove(self, path_or_glob: str | Path) -> int:
-        """Remove items by path, folder or glob (relative to the root, or absolute inside it); how many went."""
+    def remove(self, path_or_glob: str | Path, exclude: bool = True) -> int:
+        """Remove items by path, folder or glob (relative to the root, or absolute inside it); how many went.
+
+        With ``exclude`` (the default) the pattern is also recorded so that later ``add``s do not index those
+        files again while they are still in the folder; ``include(pattern)`` lifts it."""
         self._check_writable("remove")
         pattern = self._relative_pattern(path_or_glob)
         ids = sorted(set(self._store.paths_matching(pattern).values()))
-        if ids:
+        keep_out = exclude and bool(ids) and pattern not in self.excluded
+        if ids or keep_out:
             with self._store.transaction():
                 self._store.delete(ids)
+                if keep_out:
+                    self._store.set_meta(excluded=[*self.excluded, pattern])
                 self._store.bump()
             self._vectors.remove(ids)
             self._save_vectors()
         return len(ids)
+
+    @property
+    def excluded(self) -> list[str]:
+        """Patterns removed with ``remove`` that ``add`` skips."""
+        return list(self._store.meta().get("excluded", []))
+
+    def include(self, pattern: str | Path) -> bool:
+        """Lift an exclusion ``remove`` recorded, so the next ``add`` indexes those files again; False if there
+        was none."""
+        self._check_writable("change exclusions of")
+        pattern = self._relative_pattern(pattern)
+        if pattern not in self.excluded:
+            return False
+        with self._store.transaction():
+            self._store.set_meta(excluded=[p for p in self.excluded if p != pattern])
+            self._store.bump()
+        return True
 
     def set_caption(self, path: str | Path, caption: str | None) -> None:
         """Set (or clear) an item's caption and embed it; it stays until the item's sidecar file changes."""
