@@ -5,8 +5,9 @@ An index folder holds ``index.sqlite`` (metadata and vectors, the source of trut
 ``ModelRef`` and config of the encoder that made its vectors and refuses another one, naming both.
 
 Crash safety: ``add`` commits rows and their vectors together in SQLite transactions of ``commit_every`` files;
-the FAISS file is rewritten whole (atomic rename) at the end. A process killed at any point leaves a database
-whose rows and vectors agree; ``open`` brings the FAISS cache to the database's id set, and the next ``add``
+the FAISS file is rewritten whole (atomic rename) at the end, or left a few changes behind (``CACHE_SLACK``).
+A process killed at any point leaves a database whose rows and vectors agree; ``open`` brings the FAISS cache
+to the database's id set (adds the missing ids' vectors from SQLite, drops the extra ones), and the next ``add``
 finds the files not yet committed as new (or changed) and embeds them.
 
 Portable: paths are stored relative to the root, and the root relative to the index folder, so moving both
@@ -35,6 +36,7 @@ from .vectors import VectorIndex, check_options
 
 CACHE_NAME = "vectors.faiss"
 LOCK_NAME = ".lock"
+CACHE_SLACK = 256  # changes the FAISS file may lag the database by (per thousand items beyond 256k)
 EXACT_LIMIT = 65536  # restricted searches over at most this many candidates are exact, whatever the kind
 
 
@@ -547,18 +549,23 @@ class Index:
         if self.writable:  # a process killed while writing the cache leaves its temp file behind
             for stale in self.path.glob(f".{CACHE_NAME}.tmp-*"):
                 stale.unlink(missing_ok=True)
-        loaded = VectorIndex.load(cache, self.kind, self.dim, self.options)
-        vectors = loaded or VectorIndex(self.kind, self.dim, self.options)
-        changed = vectors.sync(self._store.all_ids(), lambda ids: self.vectors(ids))
-        if self.writable and (loaded is None or changed):
+        vectors = VectorIndex.load(cache, self.kind, self.dim, self.options)
+        if vectors is None:
+            vectors = VectorIndex(self.kind, self.dim, self.options)
+            cache.unlink(missing_ok=True)  # unreadable or of another kind: rebuilt below, written when writable
+        vectors.sync(self._store.all_ids(), lambda ids: self.vectors(ids))
+        if self.writable:
             self._save_vectors(vectors)
         return vectors
 
     def _save_vectors(self, vectors: VectorIndex | None = None) -> None:
+        """Write the FAISS cache when it is missing, was just trained, or lags the database by more than a few
+        changes (``open`` patches those from SQLite, which is cheaper than rewriting a big index each time)."""
         vectors = vectors or self._vectors
-        vectors.maybe_train()
-        vectors.save(self.path / CACHE_NAME)
-
+        cache = self.path / CACHE_NAME
+        slack = max(CACHE_SLACK, vectors.size // 1000)
+        if vectors.maybe_train() or not cache.is_file() or vectors.unsaved > slack:
+            vectors.save(cache)
 
 def _lock(index_dir: Path) -> Any:
     """An exclusive lock for one writer at a time (released by the OS if the process dies)."""
