@@ -94,13 +94,12 @@ def add(
     workers: WorkersArg = 2,
 ) -> None:
     """Bring the index up to date: embed new and changed images, follow moved ones, drop gone ones."""
-    with user_errors():
-        with Index.open(index, writable=True, device=device, batch_size=batch_size) as idx:
-            for pattern in include or []:
-                if not idx.include(pattern):
-                    raise UsageError(f"--include {pattern!r}: not an excluded pattern of {index} "
-                                     f"(excluded: {', '.join(idx.excluded) or 'none'})")
-            _print_report(idx, _add(idx, directory, workers))
+    with user_errors(), Index.open(index, writable=True, device=device, batch_size=batch_size) as idx:
+        for pattern in include or []:
+            if not idx.include(pattern):
+                raise UsageError(f"--include {pattern!r}: not an excluded pattern of {index} "
+                                 f"(excluded: {', '.join(idx.excluded) or 'none'})")
+        _print_report(idx, _add(idx, directory, workers))
 
 
 @app.command("remove")
@@ -112,12 +111,11 @@ def remove(
                                           "add`s (lift with `index add --include PATTERN`).")] = True,
 ) -> None:
     """Remove items from the index (the files are not touched)."""
-    with user_errors():
-        with Index.open(index, writable=True) as idx:
-            removed = idx.remove(path, exclude=exclude)
-            if not removed:
-                raise UsageError(f"nothing in {index} matches {path!r} (paths are relative to {idx.root})")
-            out.print(f"removed {removed} item(s); {len(idx)} left", highlight=False)
+    with user_errors(), Index.open(index, writable=True) as idx:
+        removed = idx.remove(path, exclude=exclude)
+        if not removed:
+            raise UsageError(f"nothing in {index} matches {path!r} (paths are relative to {idx.root})")
+        out.print(f"removed {removed} item(s); {len(idx)} left", highlight=False)
 
 
 @app.command("info")
@@ -126,9 +124,8 @@ def info(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """What an index holds: model, kind, item count, root folder, sizes, dates."""
-    with user_errors():
-        with Index.open(index) as idx:
-            data = idx.info()
+    with user_errors(), Index.open(index) as idx:
+        data = idx.info()
     if as_json:
         print(json.dumps(data, indent=2))
         return

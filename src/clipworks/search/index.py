@@ -20,9 +20,9 @@ import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import numpy as np
 
@@ -31,7 +31,7 @@ from ..errors import MissingFileError, UsageError
 from ..fileio import atomic_dir
 from ..progress import Progress
 from .scan import FileInfo, SidecarError, clean_tags, hash_files, matches, read_sidecars, scan
-from .store import DB_NAME, FORMAT, FORMAT_VERSION, Item, NewItem, Row, Store
+from .store import DB_NAME, FORMAT, Item, NewItem, Row, Store
 from .vectors import VectorIndex, check_options
 
 CACHE_NAME = "vectors.faiss"
@@ -156,10 +156,10 @@ class Index:
             self._lock.close()
             self._lock = None
 
-    def __enter__(self) -> Index:
+    def __enter__(self) -> Self:
         return self
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
     def __len__(self) -> int:
@@ -569,7 +569,7 @@ class Index:
 
 def _lock(index_dir: Path) -> Any:
     """An exclusive lock for one writer at a time (released by the OS if the process dies)."""
-    handle = open(index_dir / LOCK_NAME, "a+")
+    handle = open(index_dir / LOCK_NAME, "a+")  # noqa: SIM115 (held open for the index's lifetime)
     try:
         import fcntl
 
@@ -598,4 +598,4 @@ def _resolve_root(index_dir: Path, meta: dict[str, Any]) -> Path:
 
 
 def _iso(seconds: float) -> str:
-    return datetime.fromtimestamp(seconds, tz=timezone.utc).isoformat(timespec="seconds")
+    return datetime.fromtimestamp(seconds, tz=UTC).isoformat(timespec="seconds")
