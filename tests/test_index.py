@@ -142,6 +142,10 @@ def test_index_kinds_through_index(tmp_path, image_dir, tiny_encoder):
             assert ids[-1] not in index.search_vectors(q, 10)[1]
             info = index.info()
             assert info["kind"] == kind and info["count"] == 3
+            index.tune(**({"ef_search": 4} if kind == "hnsw" else {"nprobe": 1}))
+            assert index.search_vectors(q, 3)[1].shape == (4, 3)
+            with pytest.raises(UsageError, match="tunes a"):
+                index.tune(**({"nprobe": 4} if kind == "hnsw" else {"ef_search": 1}))
         with Index.open(tmp_path / kind) as index:  # the saved cache agrees with the database
             assert index._vectors.size == len(index) == 3 and set(index.search_vectors(q[0], 10)[1]) == set(ids[:3])
     with pytest.raises(UsageError, match="unknown option 'efsearch' for a hnsw index"):

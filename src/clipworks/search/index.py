@@ -241,6 +241,18 @@ class Index:
                 scores, found = self._exact(q, self._vectors.ids() if cand is None else cand, kk)
         return (scores[0], found[0]) if single else (scores, found)
 
+    def tune(self, ef_search: int | None = None, nprobe: int | None = None) -> None:
+        """Query-time speed/recall knobs of the approximate kinds (``hnsw``: ef_search, ``ivfpq``: nprobe), for
+        this open index only; the recorded options stay the defaults."""
+        for name, value, kind in (("ef_search", ef_search, "hnsw"), ("nprobe", nprobe, "ivfpq")):
+            if value is None:
+                continue
+            if self.kind != kind:
+                raise UsageError(f"{name} tunes a {kind} index; {self.path} is a {self.kind} index")
+            if value < 1:
+                raise UsageError(f"{name} must be a positive integer, not {value}")
+            self._vectors.options[name] = int(value)
+
     def _exact(self, q: np.ndarray, cand: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         scores_all = q @ self.vectors(cand).T
         order = np.argsort(-scores_all, axis=1, kind="stable")[:, :k]
