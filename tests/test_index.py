@@ -394,3 +394,17 @@ def test_cli_build_add_remove_info(tmp_path, image_dir, tiny_checkpoint):
     done = subprocess.run([sys.executable, "-m", "clipworks", "index", "info", str(idx)], capture_output=True,
                           text=True, env=env, check=False)
     assert done.returncode == 0 and "flat" in done.stdout and "3" in done.stdout
+
+
+def test_add_embeddings_indexes_precomputed_vectors(tmp_path, image_dir, tiny_encoder, monkeypatch):
+    files = [image_dir / p for p in GOOD[:2]]
+    vectors = tiny_encoder.encode_files(files).features
+    spy = Spy(tiny_encoder, monkeypatch)
+    with Index.create(tmp_path / "idx", image_dir, tiny_encoder) as index:
+        ids = index.add_embeddings([files[0], GOOD[1]], vectors)
+        assert [i.path for i in index.items(ids)] == GOOD[:2] and np.array_equal(index.vectors(ids), vectors)
+        with pytest.raises(UsageError, match="holds 64-d vectors"):
+            index.add_embeddings(files, vectors[:, :8])
+        report = index.add()  # the two files count as indexed: only the other two good ones are embedded
+        assert (report.unchanged, report.added) == (2, 2) and sorted(spy.paths) == sorted(BAD + ["2_chelsea.jpg",
+                                                                                               "rocket.png"])
