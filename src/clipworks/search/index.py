@@ -19,6 +19,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -310,17 +311,22 @@ class Index:
                 gone_by_sha.setdefault(row.sha256, []).append(row)
         if on_total:
             on_total(len(changed))
-        for chunk_start in range(0, len(changed), commit_every):
-            chunk = changed[chunk_start : chunk_start + commit_every]
-            self._add_chunk(chunk, rows, gone_by_sha, report, workers, progress)
+        chunks = [changed[i : i + commit_every] for i in range(0, len(changed), commit_every)]
+        with ThreadPoolExecutor(1) as hasher:  # the next chunk is hashed while this one is embedded
+            ahead = [hasher.submit(hash_files, [info.abspath for info in chunk], workers) for chunk in chunks[:1]]
+            for i, chunk in enumerate(chunks):
+                hashes = ahead[i].result()
+                if i + 1 < len(chunks):
+                    ahead.append(hasher.submit(hash_files, [info.abspath for info in chunks[i + 1]], workers))
+                self._add_chunk(chunk, hashes, rows, gone_by_sha, report, workers, progress)
         self._finish_add(unchanged, [r for rs in gone_by_sha.values() for r in rs], report)
         report.seconds = time.perf_counter() - start
         return report
 
-    def _add_chunk(self, chunk: list[FileInfo], rows: dict[str, Row], gone_by_sha: dict[str, list[Row]],
-                   report: AddReport, workers: int, progress: Progress | None) -> None:
-        """Hash, classify, embed and commit one chunk of new or changed files (one transaction)."""
-        hashes = hash_files([info.abspath for info in chunk], workers)
+    def _add_chunk(self, chunk: list[FileInfo], hashes: list[str | OSError], rows: dict[str, Row],
+                   gone_by_sha: dict[str, list[Row]], report: AddReport, workers: int,
+                   progress: Progress | None) -> None:
+        """Classify (by hash), embed and commit one chunk of new or changed files (one transaction)."""
         moves: list[tuple[Row, FileInfo]] = []
         touched: list[tuple[Row, FileInfo]] = []
         inserts: list[tuple[FileInfo, Row | None, str, int | None]] = []  # (file, replaced row, sha, vector source)
