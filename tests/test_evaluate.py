@@ -17,6 +17,7 @@ from typer.testing import CliRunner
 from clipworks.cli import app
 from clipworks.data import FASHION_MNIST_TEMPLATES, DataError, open_source
 from clipworks.data.fashion_mnist import ENV_VAR
+from clipworks.encoder import Encoder
 from clipworks.errors import ClipworksError, MissingFileError, UsageError
 from clipworks.evaluate import (
     caption_folder,
@@ -34,7 +35,7 @@ from clipworks.evaluate import (
     top_k,
     zeroshot_metrics,
 )
-from clipworks.evaluate.linear_probe import C_GRID, fit_logistic, select_c, split_validation
+from clipworks.evaluate.linear_probe import C_GRID, SEARCH_STEPS, fit_logistic, select_c, split_validation
 from clipworks.evaluate.report import to_markdown, write_report
 
 runner = CliRunner()
@@ -131,7 +132,15 @@ def test_zeroshot_metrics_match_numpy_and_sklearn():
 
 @pytest.fixture()
 def fake_fashion(tmp_path, monkeypatch) -> Path:
+    """Fashion-MNIST-format files; the test split spans three of the trainer's 500-image evaluation batches."""
     folder = write_fashion_mnist(tmp_path / "fm", n_train=120, n_test=1100)
+    monkeypatch.setenv(ENV_VAR, str(folder))
+    return folder
+
+
+@pytest.fixture()
+def small_fashion(tmp_path, monkeypatch) -> Path:
+    folder = write_fashion_mnist(tmp_path / "fm", n_train=120, n_test=60)
     monkeypatch.setenv(ENV_VAR, str(folder))
     return folder
 
@@ -297,7 +306,9 @@ def blobs(n: int, seed: int, classes: int = 4, dim: int = 8) -> tuple[np.ndarray
 def test_linear_probe_learns_and_picks_c_without_seeing_test():
     x, y = blobs(200, 0)
     tx, ty = blobs(120, 1)
-    got = linear_probe(x, y, tx, ty, val_fraction=0.25)
+    steps: list[int] = []
+    got = linear_probe(x, y, tx, ty, val_fraction=0.25, max_iter=100, progress=steps.append)
+    assert sum(steps) == SEARCH_STEPS + 1  # a progress bar's total is known in advance
     assert got["metrics"]["acc1"] > 0.9 > 0.25  # chance is 1/4
     assert got["metrics"]["acc5"] is None and got["validation"]["n_val"] == 50
     search = {float(c): acc for c, acc in got["validation"]["search"].items()}
@@ -305,12 +316,13 @@ def test_linear_probe_learns_and_picks_c_without_seeing_test():
     assert search[got["C"]] == max(search.values())
     # The same choice with a test split of garbage: selection never looks at it.
     noise = np.random.RandomState(5).randn(*tx.shape).astype(np.float32) * 100
-    other = linear_probe(x, y, noise, (ty + 1) % 4, val_fraction=0.25)
+    other = linear_probe(x, y, noise, (ty + 1) % 4, val_fraction=0.25, max_iter=100)
     assert other["C"] == got["C"] and other["validation"] == got["validation"]
     fit, val = split_validation(y, 0.25)
-    assert select_c(x[fit], y[fit], x[val], y[val])[0] == got["C"]
+    assert len(set(fit) | set(val)) == 200 and not set(fit) & set(val)
+    assert sorted(np.bincount(y[val])) == [12, 12, 13, 13]  # stratified: 50 of 200, a quarter of each class
     # The reported test score is scikit-learn's own, refit on train + validation at that C.
-    model, _ = fit_logistic(x, y, got["C"])
+    model, _ = fit_logistic(x, y, got["C"], max_iter=100)
     assert got["metrics"]["acc1"] == pytest.approx(model.score(tx, ty), abs=1e-12)
 
 
@@ -321,11 +333,12 @@ def test_linear_probe_explicit_grid_prefers_stronger_regularisation_on_ties():
     assert best == min(c for c, acc in tried.items() if acc == max(tried.values()))
 
 
-def test_linear_probe_with_encoder_and_features_cache(fake_fashion, tiny_encoder, tmp_path, monkeypatch):
+def test_linear_probe_with_encoder_and_features_cache(small_fashion, tiny_encoder, tiny_sigmoid_checkpoint, tmp_path,
+                                                      monkeypatch):
     train, test = fashion_mnist("train"), fashion_mnist("test")
     cache = tmp_path / "features.npz"
     got = evaluate_linear_probe(tiny_encoder, train, test, cs=[1.0, 100.0], features_cache=cache)
-    assert got["n_train"] == 120 and got["n"] == 1100 and cache.is_file()
+    assert got["n_train"] == 120 and got["n"] == 60 and cache.is_file()
     # Bright bands at class-dependent rows: even random features separate them far above chance.
     assert got["metrics"]["acc1"] > 0.5
 
@@ -337,6 +350,12 @@ def test_linear_probe_with_encoder_and_features_cache(fake_fashion, tiny_encoder
     assert again["metrics"] == got["metrics"]
     with pytest.raises(UsageError, match="holds features of"):
         evaluate_linear_probe(tiny_encoder, test, test, cs=[1.0], features_cache=cache)
+    other = Encoder.load(str(tiny_sigmoid_checkpoint))
+    with pytest.raises(UsageError, match=r"was made by .*tiny-vit .*not .*tiny-vit-sigmoid"):
+        evaluate_linear_probe(other, train, test, cs=[1.0], features_cache=cache)
+    cache.write_bytes(b"not an npz")
+    with pytest.raises(UsageError, match="features.npz cannot be read"):
+        evaluate_linear_probe(tiny_encoder, train, test, cs=[1.0], features_cache=cache)
 
 
 # ---------------------------------------------------------------------------------------------- report, CLI
@@ -355,13 +374,13 @@ def test_report_json_is_strict_and_markdown_has_the_numbers(tmp_path):
     assert to_markdown(saved) == md
 
 
-def test_cli_zeroshot_writes_json_markdown_and_plot(fake_fashion, tiny_checkpoint, tmp_path):
+def test_cli_zeroshot_writes_json_markdown_and_plot(small_fashion, tiny_checkpoint, tmp_path):
     out = tmp_path / "res"
     r = runner.invoke(app, ["eval", "zeroshot", "--model", str(tiny_checkpoint), "--dataset", "fashion-mnist",
                             "--compare-single", "--out", str(out)])
     assert r.exit_code == 0, r.stderr
     saved = json.loads((out / "zeroshot_fashion-mnist-test.json").read_text())
-    assert saved["n"] == 1100 and saved["templates"] == list(FASHION_MNIST_TEMPLATES)
+    assert saved["n"] == 60 and saved["templates"] == list(FASHION_MNIST_TEMPLATES)
     assert "sha256" in saved["model"]["describe"] and saved["settings"]["split"] == "test"
     assert set(saved["metrics"]) == {"acc1", "acc5", "mean_per_class_recall"}
     assert saved["single_template"]["template"] == "a photo of a {}."
@@ -369,7 +388,7 @@ def test_cli_zeroshot_writes_json_markdown_and_plot(fake_fashion, tiny_checkpoin
     assert (out / "zeroshot_fashion-mnist-test_confusion.png").stat().st_size > 0
 
 
-def test_cli_retrieval_and_linear_probe(fake_fashion, tiny_checkpoint, tmp_path, photos):
+def test_cli_retrieval_and_linear_probe(small_fashion, tiny_checkpoint, tmp_path, photos):
     for name in ("astronaut", "coffee"):
         photos[name].resize((40, 40)).save(tmp_path / f"{name}.jpg")
     _write(tmp_path / "pairs.csv", "filepath,title\nastronaut.jpg,a person\ncoffee.jpg,a cup\ncoffee.jpg,coffee\n")

@@ -54,7 +54,8 @@ def zeroshot(
     label_key: Annotated[str, typer.Option(help="CSV column holding the label (a class name or id).")] = "label",
     separator: SeparatorArg = None,
     out_dir: OutArg = DEFAULT_OUT,
-    batch_size: Annotated[int, typer.Option(min=1, help="Images per model call (500: the trainer's).")] = 500,
+    batch_size: Annotated[int | None, typer.Option(min=1, help="Images per model call (default: 500, the trainer's, "
+                                                   "for Fashion-MNIST; 64 for image files).")] = None,
     device: DeviceArg = "cpu",
     workers: WorkersArg = 2,
     plot: Annotated[bool, typer.Option(help="Write the confusion-matrix PNG.")] = True,
@@ -65,7 +66,7 @@ def zeroshot(
 
     with user_errors():
         data = open_labelled(dataset, split, image_key, label_key, class_names, separator)
-        encoder = load_encoder(model, pretrained, device, batch_size)
+        encoder = load_encoder(model, pretrained, device, batch_size or 64)
         with progress_bar(len(data), "zero-shot: images") as progress:
             result = evaluate_zeroshot(encoder, data, templates, single_template=single_template if compare_single else None,
                                        batch_size=batch_size, workers=workers, progress=progress)
@@ -149,13 +150,14 @@ def linear_probe(
     image_key: ImageKeyArg = None,
     label_key: Annotated[str, typer.Option(help="CSV column holding the label.")] = "label",
     out_dir: OutArg = DEFAULT_OUT,
-    batch_size: Annotated[int, typer.Option(min=1, help="Images per model call.")] = 500,
+    batch_size: Annotated[int | None, typer.Option(min=1, help="Images per model call (default: 500 for "
+                                                   "Fashion-MNIST, 64 for image files).")] = None,
     device: DeviceArg = "cpu",
     workers: WorkersArg = 2,
 ) -> None:
     """Logistic regression on frozen image features; C chosen on a validation split of the training images."""
     from ..evaluate import evaluate_linear_probe, open_labelled
-    from ..evaluate.linear_probe import C_GRID
+    from ..evaluate.linear_probe import SEARCH_STEPS
     from ..evaluate.report import slug
 
     with user_errors():
@@ -166,9 +168,9 @@ def linear_probe(
             raise UsageError(f"--c takes comma-separated numbers, got {c!r}") from None
         train_data = open_labelled(train_spec, "train", image_key, label_key, class_names)
         test_data = open_labelled(test_spec, "test", image_key, label_key, class_names)
-        encoder = load_encoder(model, pretrained, device, batch_size)
-        fits = (len(cs) if cs is not None else len(C_GRID[::16]) + 8) + 1  # the binary search fits at most 7 + 2·4
-        with progress_bar(len(train_data) + len(test_data) + fits, "linear probe: images, then fits") as progress:
+        encoder = load_encoder(model, pretrained, device, batch_size or 64)
+        steps = (len(cs) if cs is not None else SEARCH_STEPS) + 1  # choosing C, then the final fit
+        with progress_bar(len(train_data) + len(test_data) + steps, "linear probe: images, then fits") as progress:
             result = evaluate_linear_probe(encoder, train_data, test_data, val_fraction=val_fraction, cs=cs,
                                            max_iter=max_iter, seed=seed, batch_size=batch_size, workers=workers,
                                            features_cache=features_cache, progress=progress)

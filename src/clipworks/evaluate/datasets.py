@@ -21,6 +21,7 @@ from ..data import FASHION_MNIST_TEMPLATES, DataError, FolderSource, open_source
 from ..data.fashion_mnist import idx_file
 from ..data.folder import image_files
 from ..errors import MissingFileError, UsageError
+from ..image.decode import IMAGE_SUFFIXES
 
 LABELLED_KINDS = "'fashion-mnist' (or 'fashion-mnist:test'), a folder with one subfolder per class, or a .csv/.tsv of (path, label)"
 CAPTIONED_KINDS = "a .csv/.tsv/.jsonl of (image, caption) rows, or a folder of images with same-stem .txt captions"
@@ -125,17 +126,11 @@ def image_folder(root: str | Path, class_names: str | Path | None = None) -> Lab
     if empty:
         raise DataError(f"{root}: class folder(s) without images: {', '.join(map(repr, empty))}")
     names = read_class_names(class_names, folders) if class_names is not None else [f.replace("_", " ") for f in folders]
-    loose = [p for p in root.iterdir() if p.is_file() and p.suffix.lower() in _image_suffixes()]
+    loose = [p for p in root.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES]
     description = f"{root} ({len(paths)} images, {len(folders)} classes" + (
         f"; {len(loose)} images outside class folders ignored)" if loose else ")")
     return LabelledImages(name=str(root), class_names=names, labels=np.array(labels, dtype=np.int64), paths=paths,
                           description=description)
-
-
-def _image_suffixes() -> set[str]:
-    from ..image.decode import IMAGE_SUFFIXES
-
-    return IMAGE_SUFFIXES
 
 
 def _read_table(path: Path, separator: str | None) -> tuple[list[str], list[tuple[int, list[str]]]]:

@@ -4,6 +4,7 @@ them, and an optional ``.npz`` cache that remembers which model and data made th
 from __future__ import annotations
 
 import json
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from ..zeroshot.classifier import eval_mode
 from .datasets import LabelledImages
 
 CACHE_FORMAT = 1
+TRAINER_EVAL_BATCH = 500  # train.loop.zeroshot_eval's batch: in-memory sets use it, so features match bit for bit
 
 
 @dataclass
@@ -35,12 +37,20 @@ class LabelledFeatures:
         return len(self.labels)
 
 
-def encode_labelled(encoder: Encoder, dataset: LabelledImages, batch_size: int = 500, workers: int = 2,
+def batch_size_for(encoder: Encoder, dataset: LabelledImages, batch_size: int | None) -> int:
+    """``batch_size``, else the trainer's evaluation batch for in-memory pixels and the encoder's for files."""
+    if batch_size is None:
+        return TRAINER_EVAL_BATCH if dataset.pixels is not None else encoder.batch_size
+    return batch_size
+
+
+def encode_labelled(encoder: Encoder, dataset: LabelledImages, batch_size: int | None = None, workers: int = 2,
                     progress: Progress | None = None) -> LabelledFeatures:
-    """Features of every image of ``dataset``. In-memory pixels go through the model in batches of
-    ``batch_size`` with the batched transform when it reproduces the model's own (the trainer's path, so with
-    its batch of 500 the features are bit for bit the trainer's); files are decoded in threads, and unreadable
-    ones are skipped."""
+    """Features of every image of ``dataset``. In-memory pixels go through the model in batches with the
+    batched transform when it reproduces the model's own — the trainer's path, so at its batch size (the default
+    here) the features are bit for bit the trainer's; files are decoded in threads, and unreadable ones are
+    skipped. ``batch_size`` None: see ``batch_size_for``."""
+    batch_size = batch_size_for(encoder, dataset, batch_size)
     if batch_size < 1:
         raise UsageError(f"batch_size must be >= 1, got {batch_size}")
     if dataset.pixels is not None:
@@ -76,23 +86,23 @@ def _encode_pixels(encoder: Encoder, pixels: torch.Tensor, batch_size: int, prog
 
 
 def load_or_encode(cache: str | Path | None, encoder: Encoder, datasets: dict[str, LabelledImages],
-                   batch_size: int = 500, workers: int = 2,
+                   batch_size: int | None = None, workers: int = 2,
                    progress: Progress | None = None) -> dict[str, LabelledFeatures]:
     """Features of each named dataset (``{"train": …, "test": …}``), read from ``cache`` when it was made by the
     same weights from the same data, else encoded (and written there). A cache made by another model or from
     other data is refused, naming both, rather than overwritten."""
     key = {name: {"name": d.name, "n": len(d), "classes": d.class_names} for name, d in datasets.items()}
     if cache is not None and Path(cache).is_file():
-        found = _read_cache(Path(cache))
-        if found is not None:
-            ref, data, features = found
-            if not ref.same_weights(encoder.ref):
-                raise UsageError(f"features cache {cache} was made by {ref.describe()}, not {encoder.ref.describe()}; "
-                                 "remove it or name another cache file")
-            if data != key:
-                raise UsageError(f"features cache {cache} holds features of {_describe(data)}, not {_describe(key)}; "
-                                 "remove it or name another cache file")
-            return features
+        ref, data, features = _read_cache(Path(cache))
+        if not ref.same_weights(encoder.ref):
+            raise UsageError(f"features cache {cache} was made by {ref.describe()}, not {encoder.ref.describe()}; "
+                             "remove it or name another cache file")
+        if data != key:
+            raise UsageError(f"features cache {cache} holds features of {_describe(data)}, not {_describe(key)}; "
+                             "remove it or name another cache file")
+        if progress:
+            progress(sum(len(d) for d in datasets.values()))
+        return features
     out = {name: encode_labelled(encoder, d, batch_size, workers, progress) for name, d in datasets.items()}
     if cache is not None:
         arrays: dict[str, np.ndarray] = {"meta": np.array(json.dumps({
@@ -110,16 +120,15 @@ def _describe(data: dict) -> str:
     return ", ".join(f"{name}={d['name']} ({d['n']} images)" for name, d in data.items())
 
 
-def _read_cache(path: Path) -> tuple[ModelRef, dict, dict[str, LabelledFeatures]] | None:
+def _read_cache(path: Path) -> tuple[ModelRef, dict, dict[str, LabelledFeatures]]:
     try:
         with np.load(path, allow_pickle=False) as z:
             meta = json.loads(str(z["meta"]))
-            if meta.get("format") != CACHE_FORMAT:
-                raise UsageError(f"features cache {path} is format {meta.get('format')!r}, not {CACHE_FORMAT}; remove it")
+            version = meta.get("format")
             features = {name: LabelledFeatures(z[f"{name}_features"], z[f"{name}_labels"], meta["skipped"][name])
-                        for name in meta["data"]}
-    except (OSError, ValueError, KeyError) as e:
-        if isinstance(e, UsageError):
-            raise
+                        for name in meta["data"]} if version == CACHE_FORMAT else {}
+    except (OSError, ValueError, KeyError, zipfile.BadZipFile) as e:
         raise UsageError(f"features cache {path} cannot be read ({type(e).__name__}: {e}); remove it") from None
+    if version != CACHE_FORMAT:
+        raise UsageError(f"features cache {path} is format {version!r}, not {CACHE_FORMAT}; remove it")
     return ModelRef.from_dict(meta["model"], where=str(path)), meta["data"], features

@@ -26,6 +26,7 @@ from .features import load_or_encode
 
 C_GRID = tuple(float(c) for c in np.logspace(-6, 6, 97))  # 8 steps per decade, as the CLIP paper's sweep
 _FIRST_STEP = 16  # the search starts at C = 1e-6, 1e-4, …, 1e6
+SEARCH_STEPS = len(C_GRID[::_FIRST_STEP]) + 3 * 4  # what the binary search reports to ``progress``: 7, then 3 a round
 
 
 def _sklearn():
@@ -93,7 +94,8 @@ def select_c(fit_x: np.ndarray, fit_y: np.ndarray, val_x: np.ndarray, val_y: np.
              cs: Sequence[float] | None = None, max_iter: int = 1000, seed: int = 0,
              progress: Progress | None = None) -> tuple[float, dict[float, float], list[float]]:
     """(best C, validation top-1 per C tried, Cs whose fit did not converge). ``cs`` given: each is tried, else the
-    binary search over ``C_GRID``. Ties keep the smaller C (the stronger regularisation)."""
+    binary search over ``C_GRID``. Ties keep the smaller C (the stronger regularisation). ``progress`` advances
+    ``len(cs)`` or ``SEARCH_STEPS`` in all."""
     tried: dict[float, float] = {}
     not_converged: list[float] = []
 
@@ -103,24 +105,26 @@ def select_c(fit_x: np.ndarray, fit_y: np.ndarray, val_x: np.ndarray, val_y: np.
             tried[c] = float((model.predict(val_x) == val_y).mean())
             if not converged:
                 not_converged.append(c)
-            if progress:
-                progress(1)
+        if progress:
+            progress(1)  # per candidate looked at, fitted or remembered: the count is fixed in advance
         return tried[c]
 
-    def best_of(candidates: Sequence[float]) -> float:
+    def best_of(candidates: Sequence[float], slots: int) -> float:
         ordered = sorted(candidates)
         accuracy = [score(c) for c in ordered]
+        if progress and slots > len(ordered):
+            progress(slots - len(ordered))  # a neighbour beyond the grid's end
         return ordered[accuracy.index(max(accuracy))]  # the first maximum: the smallest C
 
     if cs is not None:
         if not cs or any(not c > 0 for c in cs):
             raise UsageError(f"C values must be positive, got {list(cs)}")
-        return best_of(list(cs)), tried, not_converged
-    peak = C_GRID.index(best_of(C_GRID[::_FIRST_STEP]))
+        return best_of(list(cs), len(cs)), tried, not_converged
+    peak = C_GRID.index(best_of(C_GRID[::_FIRST_STEP], 7))
     step = _FIRST_STEP // 2
     while step > 0:
         near = [C_GRID[i] for i in (peak - step, peak, peak + step) if 0 <= i < len(C_GRID)]
-        peak = C_GRID.index(best_of(near))
+        peak = C_GRID.index(best_of(near, 3))
         step //= 2
     return C_GRID[peak], tried, not_converged
 
@@ -162,7 +166,7 @@ def linear_probe(train_features: np.ndarray, train_labels: np.ndarray, test_feat
 
 def evaluate_linear_probe(encoder: Encoder, train: LabelledImages, test: LabelledImages, *,
                           val_fraction: float = 0.2, cs: Sequence[float] | None = None, max_iter: int = 1000,
-                          seed: int = 0, batch_size: int = 500, workers: int = 2,
+                          seed: int = 0, batch_size: int | None = None, workers: int = 2,
                           features_cache: str | Path | None = None, progress: Progress | None = None) -> dict[str, Any]:
     """Linear-probe metrics of ``encoder``'s image features: train on ``train``, report on ``test`` (same classes).
     ``features_cache`` (.npz) keeps the features for the next run with the same model and data."""

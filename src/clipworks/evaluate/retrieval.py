@@ -29,14 +29,28 @@ from .datasets import CaptionedImages
 LOW32 = 0xFFFFFFFF
 
 
-def _keys(scores: torch.Tensor, offset: int) -> torch.Tensor:
+def _keys(scores: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
     """int64 keys ordered like (score descending, index ascending): the float32 score's bits made monotone in the
-    high half, the complement of the candidate index in the low half. Unique per candidate, so ``topk`` on them is
-    exact and deterministic."""
+    high half, the complement of the candidate ``index`` in the low half. Unique per candidate, so ``topk`` on
+    them is exact and deterministic."""
     bits = (scores + 0.0).view(torch.int32).to(torch.int64)  # + 0.0: -0.0 → +0.0, which compare equal
     monotone = torch.where(bits < 0, bits ^ 0x7FFFFFFF, bits)
-    index = torch.arange(offset, offset + scores.shape[1], dtype=torch.int64, device=scores.device)
     return (monotone << 32) | (LOW32 - index)
+
+
+def _block_top(scores: torch.Tensor, offset: int, k: int) -> torch.Tensor:
+    """The keys of each row's top ``k`` of a score block whose first column is candidate ``offset``. A float
+    ``topk`` finds the set wherever the k-th score is strictly above the next (almost always); only rows with a
+    tie across that boundary are ranked by key over the whole row."""
+    columns = torch.arange(offset, offset + scores.shape[1], dtype=torch.int64, device=scores.device)
+    if scores.shape[1] <= k:
+        return _keys(scores, columns)
+    values, index = scores.topk(k + 1, dim=1)
+    keys = _keys(values[:, :k], index[:, :k] + offset)
+    tied = (values[:, k - 1] == values[:, k]).nonzero().flatten()
+    if tied.numel():
+        keys[tied] = _keys(scores[tied], columns).topk(k, dim=1).values
+    return keys
 
 
 def top_k(queries: np.ndarray, candidates: np.ndarray, k: int, chunk: int = 2048, device: str | torch.device = "cpu",
@@ -52,18 +66,14 @@ def top_k(queries: np.ndarray, candidates: np.ndarray, k: int, chunk: int = 2048
     if k == 0:
         return out
     with torch.no_grad():
+        pool = torch.from_numpy(np.ascontiguousarray(candidates, dtype=np.float32)).to(device)
         for q0 in range(0, len(queries), chunk):
             q = torch.from_numpy(np.ascontiguousarray(queries[q0:q0 + chunk], dtype=np.float32)).to(device)
-            best: torch.Tensor | None = None
-            for c0 in range(0, len(candidates), chunk):
-                c = torch.from_numpy(np.ascontiguousarray(candidates[c0:c0 + chunk], dtype=np.float32)).to(device)
-                keys = _keys(q @ c.T, c0)
-                keys = keys.topk(min(k, keys.shape[1]), dim=1).values
-                if best is not None:
-                    keys = torch.cat([best, keys], dim=1)
-                    keys = keys.topk(min(k, keys.shape[1]), dim=1).values
-                best = keys
-            assert best is not None
+            best = _block_top(q @ pool[:chunk].T, 0, k)
+            for c0 in range(chunk, len(pool), chunk):  # the running top-k: merge each block's with the best so far
+                merged = torch.cat([best, _block_top(q @ pool[c0:c0 + chunk].T, c0, k)], dim=1)
+                best = merged.topk(min(k, merged.shape[1]), dim=1).values
+            best = best.sort(dim=1, descending=True).values
             out[q0:q0 + len(q)] = (LOW32 - (best & LOW32)).cpu().numpy()
             if progress:
                 progress(len(q))

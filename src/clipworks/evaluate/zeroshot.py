@@ -22,7 +22,7 @@ from ..errors import UsageError
 from ..progress import Progress
 from ..zeroshot import OPENAI_IMAGENET_TEMPLATES, build_classifier, check_templates, load_templates
 from .datasets import LabelledImages, check_labels
-from .features import LabelledFeatures, encode_labelled
+from .features import LabelledFeatures, batch_size_for, encode_labelled
 
 SINGLE_TEMPLATE = "a photo of a {}."  # the CLIP paper's baseline prompt, against which ensembling is measured
 EXTRA_TEMPLATE_SETS = {"fashion-mnist": tuple(FASHION_MNIST_TEMPLATES)}  # the demo's training/eval captions
@@ -80,15 +80,15 @@ def evaluate_zeroshot(
     templates: str | Path | Sequence[str] | None = None,
     *,
     single_template: str | None = None,
-    batch_size: int = 500,
+    batch_size: int | None = None,
     workers: int = 2,
     progress: Progress | None = None,
     features: LabelledFeatures | None = None,
 ) -> dict[str, Any]:
     """Zero-shot metrics of ``encoder`` on ``dataset`` with a prompt ensemble (``templates``, see
     ``resolve_templates``); with ``single_template`` (e.g. ``SINGLE_TEMPLATE``) the same images are also scored
-    with that one prompt, under ``"single_template"``. ``batch_size`` 500 is the trainer's evaluation batch.
-    ``features`` (from ``encode_labelled``) skips encoding the images again."""
+    with that one prompt, under ``"single_template"``. ``batch_size`` None: the trainer's evaluation batch (500)
+    for in-memory images, the encoder's for files. ``features`` (from ``encode_labelled``) skips encoding again."""
     if not dataset.named:
         raise UsageError(f"{dataset.name}: zero-shot needs class names, but the labels are bare ids; give a class "
                          "names file (one name per line, in label order)")
@@ -98,6 +98,7 @@ def evaluate_zeroshot(
         raise UsageError(f"{dataset.name}: class name(s) {', '.join(map(repr, duplicates))} name more than one class; "
                          "zero-shot cannot tell them apart (give a class names file)")
     ensemble = check_templates(resolve_templates(templates, dataset), where="templates")
+    batch_size = batch_size_for(encoder, dataset, batch_size)
     if features is None:
         features = encode_labelled(encoder, dataset, batch_size, workers, progress)
     result: dict[str, Any] = {
