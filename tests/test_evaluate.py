@@ -309,7 +309,7 @@ def test_linear_probe_learns_and_picks_c_without_seeing_test():
     steps: list[int] = []
     got = linear_probe(x, y, tx, ty, val_fraction=0.25, max_iter=100, progress=steps.append)
     assert sum(steps) == SEARCH_STEPS + 1  # a progress bar's total is known in advance
-    assert got["metrics"]["acc1"] > 0.9 > 0.25  # chance is 1/4
+    assert got["metrics"]["acc1"] > 0.9  # chance is 1/4
     assert got["metrics"]["acc5"] is None and got["validation"]["n_val"] == 50
     search = {float(c): acc for c, acc in got["validation"]["search"].items()}
     assert set(C_GRID[::16]) <= set(search) and len(search) <= 15  # the binary search, not the whole grid

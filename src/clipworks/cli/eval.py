@@ -71,8 +71,9 @@ def zeroshot(
             result = evaluate_zeroshot(encoder, data, templates, single_template=single_template if compare_single else None,
                                        batch_size=batch_size, workers=workers, progress=progress)
         stem = f"zeroshot_{slug(data.name)}"
-        _finish(result, out_dir, stem, dict(dataset=dataset, split=split, templates=templates or "default",
-                                            batch_size=batch_size, device=device, class_names=class_names))
+        _finish(result, out_dir, stem, {"dataset": dataset, "split": split, "templates": templates or "default",
+                                        "batch_size": batch_size or "default", "device": device,
+                                        "class_names": class_names})
         if plot:
             from ..plots import plot_confusion
 
@@ -113,7 +114,7 @@ def retrieval(
         with progress_bar(total, "retrieval") as progress:
             result = evaluate_retrieval(encoder, pairs, k_values, chunk, batch_size, workers, progress)
         _finish(result, out_dir, f"retrieval_{slug(pairs.name)}",
-                dict(dataset=dataset, ks=k_values, chunk=chunk, batch_size=batch_size, device=device))
+                {"dataset": dataset, "ks": k_values, "chunk": chunk, "batch_size": batch_size, "device": device})
 
 
 def _splits(dataset: str | None, train: str | None, test: str | None) -> tuple[str, str]:
@@ -175,5 +176,6 @@ def linear_probe(
                                            max_iter=max_iter, seed=seed, batch_size=batch_size, workers=workers,
                                            features_cache=features_cache, progress=progress)
         _finish(result, out_dir, f"linear-probe_{slug(test_data.name)}",
-                dict(train=train_spec, test=test_spec, val_fraction=val_fraction, c=cs or "binary search",
-                     max_iter=max_iter, seed=seed, batch_size=batch_size, device=device))
+                {"train": train_spec, "test": test_spec, "val_fraction": val_fraction, "c": cs or "binary search",
+                 "max_iter": max_iter, "seed": seed, "batch_size": batch_size or "default", "device": device,
+                 "features_cache": features_cache})

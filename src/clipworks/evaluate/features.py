@@ -110,9 +110,8 @@ def load_or_encode(cache: str | Path | None, encoder: Encoder, datasets: dict[st
             "skipped": {name: f.skipped for name, f in out.items()}}))}
         for name, f in out.items():
             arrays[f"{name}_features"], arrays[f"{name}_labels"] = f.features, f.labels
-        with atomic_file(cache) as tmp:
-            with open(tmp, "wb") as fh:
-                np.savez(fh, **arrays)
+        with atomic_file(cache) as tmp, open(tmp, "wb") as fh:
+            np.savez(fh, **arrays)
     return out
 
 

@@ -56,7 +56,7 @@ def class_scores(model, features: np.ndarray, num_classes: int) -> np.ndarray:
 def classification_metrics(scores: np.ndarray, labels: np.ndarray) -> dict[str, Any]:
     """CLIP_benchmark's ``acc1``, ``acc5`` (None below 5 classes) and ``mean_per_class_recall`` (balanced accuracy:
     the mean recall over classes present in ``labels``) of ``[n, C]`` scores; ties go to the lower class id."""
-    n, num_classes = scores.shape
+    num_classes = scores.shape[1]
     order = np.argsort(-scores, axis=1, kind="stable")[:, :5]
     pred = order[:, 0]
     confusion = np.zeros((num_classes, num_classes), dtype=np.int64)
@@ -81,7 +81,7 @@ def split_validation(labels: np.ndarray, fraction: float, seed: int = 0) -> tupl
 
     index = np.arange(len(labels))
     stratify = labels if np.bincount(labels).min(initial=2) >= 2 and len(np.unique(labels)) > 1 else None
-    n_val = max(1, int(round(fraction * len(labels))))
+    n_val = max(1, round(fraction * len(labels)))
     if stratify is not None and n_val < len(np.unique(labels)):
         stratify = None
     if n_val >= len(labels):

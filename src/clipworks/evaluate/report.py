@@ -77,7 +77,8 @@ def to_markdown(result: dict[str, Any]) -> str:
         columns = sorted({c for v in metrics.values() for c in v})
         lines += _table(["", *columns], [[name, *(_pct(v.get(c)) for c in columns)] for name, v in metrics.items()])
     else:
-        header = ["metric", f"ensemble ({len(result['templates'])} templates)" if "templates" in result else "value"]
+        count = len(result.get("templates", []))
+        header = ["metric", f"ensemble ({count} template{'s' if count != 1 else ''})" if count else "value"]
         single = result.get("single_template")
         if single:
             header.append(f"single: {single['template']!r}")
@@ -90,9 +91,9 @@ def to_markdown(result: dict[str, Any]) -> str:
         lines += _table(header, rows)
     if task == "linear-probe" and "C" in result:
         v = result["validation"]
-        lines += ["", f"C = {result['C']:.3g} chosen on a validation split ({v['n_val']} of {result['n_train']} training "
+        lines += ["", (f"C = {result['C']:.3g} chosen on a validation split ({v['n_val']} of {result['n_train']} training "
                       f"images; validation top-1 {_pct(v['val_acc1'])}, {len(v['search'])} values tried), "
-                      "then refit on train + validation"]
+                      "then refit on train + validation")]
     per_class = result.get("per_class_recall")
     if per_class:
         lines += ["", *_table(["class", "recall"], [[name, _pct(r)] for name, r in per_class.items()])]
