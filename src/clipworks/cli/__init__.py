@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from . import classify, data, embed, index, interpolate, models, plot, score, train
+from . import classify, data, embed, eval, index, interpolate, models, plot, score, train
 
 app = typer.Typer(no_args_is_help=True, add_completion=False,
                   help="CLIP models: train, load any family, embed, classify, index and search, evaluate, score.")
@@ -21,7 +21,7 @@ app.command("plot")(plot.plot)
 app.command("interpolate")(interpolate.interpolate)
 app.command("train")(train.train)
 app.command("demo")(train.demo)
-app.add_typer(index.app, name="index")
+from . import classify, data, embed, eval, index, interpolate, models, plot, score, train
 
 
 def main() -> None:
