@@ -13,7 +13,7 @@ import typer
 from rich.console import Console
 
 from ..evaluate.compositional import evaluate_compositional, markdown_table
-from ..evaluate.probes import CATEGORIES, check_categories, generate_probes, save_probes
+from ..evaluate.probes import CATEGORIES, MIN_SIZE, check_categories, generate_probes, save_probes
 from ..fileio import atomic_file
 from ..progress import progress_bar
 from .common import BatchArg, DeviceArg, ModelArg, PretrainedArg, err, load_encoder, user_errors
@@ -38,7 +38,7 @@ def compositional(
     categories: Annotated[str | None, typer.Option(help=f"Comma-separated subset of: {', '.join(CATEGORIES)}.")] = None,
     n: Annotated[int, typer.Option("--n", min=1, help="Probes per category (each is two images, two captions).")] = 200,
     seed: Annotated[int, typer.Option(help="Fixes every probe; the same seed gives the same probes.")] = 0,
-    size: Annotated[int, typer.Option(min=64, help="Probe image size in pixels.")] = 224,
+    size: Annotated[int, typer.Option(min=MIN_SIZE, help="Probe image size in pixels.")] = 224,
     out_dir: Annotated[Path | None, typer.Option("--out", help="Write compositional.json and compositional.md "
                                                  "here.")] = None,
     save_images: Annotated[Path | None, typer.Option("--save-images", help=f"Write the first "

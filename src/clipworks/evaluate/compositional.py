@@ -86,7 +86,7 @@ def summarise(sims: np.ndarray, kinds: Sequence[str] | None = None) -> dict[str,
     present = ~np.isnan(sims[:, :, 0])
     paired = present.all(axis=1)
     correct = preference_correct(sims)
-    out: dict[str, Any] = {"n": int(len(sims)), "n_images": int(present.sum()),
+    out: dict[str, Any] = {"n": len(sims), "n_images": int(present.sum()),
                            "accuracy": float(correct[present].mean()) if present.any() else float("nan")}
     if paired.any():
         out["n_pairs"] = int(paired.sum())

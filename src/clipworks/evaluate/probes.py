@@ -37,7 +37,7 @@ COLOURS: dict[str, tuple[int, int, int]] = {
 }
 BACKGROUND: tuple[int, int, int] = (255, 255, 255)
 NUMBERS: dict[int, str] = {2: "two", 3: "three", 4: "four", 5: "five"}
-MIN_SIZE = 64
+MIN_SIZE = 128  # below it the smallest stars (counting) break into stray pixels
 STAR_INNER = 0.45  # inner/outer radius of the five-pointed star
 
 
@@ -208,7 +208,9 @@ def save_probes(probes: Sequence[Probe], directory: str | Path) -> list[Path]:
     captions to ``captions.tsv`` (file, the caption it depicts, the twin) in ``directory``; returns the images."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    written, rows, counts = [], ["file\tcaption\ttwin"], {}  # type: dict[str, int]
+    written: list[Path] = []
+    rows = ["file\tcaption\ttwin"]
+    counts: dict[str, int] = {}
     for probe in probes:
         i = counts[probe.category] = counts.get(probe.category, -1) + 1
         for j, image in enumerate(probe.images):
