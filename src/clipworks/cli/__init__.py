@@ -21,7 +21,8 @@ app.command("plot")(plot.plot)
 app.command("interpolate")(interpolate.interpolate)
 app.command("train")(train.train)
 app.command("demo")(train.demo)
-from . import classify, data, embed, eval, index, interpolate, models, plot, score, train
+app.add_typer(index.app, name="index")
+app.add_typer(eval.app, name="eval")
 
 
 def main() -> None:

@@ -38,7 +38,7 @@ def data(
         with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                       console=err, transient=False) as bar:
             task = bar.add_task("samples", total=total)
-            advance = lambda n: bar.advance(task, n)  # noqa: E731
+            advance = lambda n: bar.advance(task, n)
             if format == "wds":
                 result = export_shards(src, out, shard_size, limit, workers, progress=advance)
             else:

@@ -24,9 +24,8 @@ def _progress() -> Progress:
 
 
 def _save(path: Path, array: np.ndarray) -> None:
-    with atomic_file(path) as tmp:
-        with open(tmp, "wb") as f:
-            np.save(f, array)
+    with atomic_file(path) as tmp, open(tmp, "wb") as f:
+        np.save(f, array)
 
 
 def embed(

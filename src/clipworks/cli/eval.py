@@ -10,6 +10,7 @@ import typer
 
 from ..errors import UsageError
 from ..progress import progress_bar
+from . import eval_compositional
 from .common import DeviceArg, ModelArg, PretrainedArg, err, load_encoder, user_errors
 
 app = typer.Typer(no_args_is_help=True, add_completion=False,
@@ -23,10 +24,11 @@ WorkersArg = Annotated[int, typer.Option(min=1, help="Image decoding threads.")]
 DEFAULT_OUT = Path("eval-results")
 
 
-def _finish(result: dict[str, Any], out_dir: Path, stem: str, settings: dict[str, Any]) -> None:
+def _finish(result: dict[str, Any], out_dir: Path, stem: str, settings: dict[str, Any],
+            markdown: str | None = None) -> None:
     from ..evaluate.report import write_report
 
-    json_path, md_path = write_report(result, out_dir, stem, settings)
+    json_path, md_path = write_report(result, out_dir, stem, settings, markdown)
     typer.echo(md_path.read_text(encoding="utf-8"))
     err.print(f"wrote {json_path} and {md_path}", highlight=False, soft_wrap=True)
     if result.get("skipped"):
@@ -179,3 +181,6 @@ def linear_probe(
                 {"train": train_spec, "test": test_spec, "val_fraction": val_fraction, "c": cs or "binary search",
                  "max_iter": max_iter, "seed": seed, "batch_size": batch_size or "default", "device": device,
                  "features_cache": features_cache})
+
+
+app.command("compositional")(eval_compositional.compositional)

@@ -103,9 +103,10 @@ def to_markdown(result: dict[str, Any]) -> str:
 
 
 def write_report(result: dict[str, Any], out_dir: str | Path, stem: str,
-                 settings: dict[str, Any] | None = None) -> tuple[Path, Path]:
+                 settings: dict[str, Any] | None = None, markdown: str | None = None) -> tuple[Path, Path]:
     """``out_dir/stem.json`` and ``out_dir/stem.md``, each written atomically; ``settings`` (the command's
-    options) and the time are recorded in both. Returns the two paths."""
+    options) and the time are recorded in the JSON. ``markdown`` replaces ``to_markdown``'s table for a task
+    with its own layout. Returns the two paths."""
     result = jsonable({**result, **({"settings": settings} if settings is not None else {}),
                        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
     out_dir = Path(out_dir)
@@ -113,5 +114,5 @@ def write_report(result: dict[str, Any], out_dir: str | Path, stem: str,
     with atomic_file(json_path) as tmp:
         tmp.write_text(json.dumps(result, indent=2, allow_nan=False) + "\n", encoding="utf-8")
     with atomic_file(md_path) as tmp:
-        tmp.write_text(to_markdown(result), encoding="utf-8")
+        tmp.write_text(markdown if markdown is not None else to_markdown(result), encoding="utf-8")
     return json_path, md_path
