@@ -61,7 +61,7 @@ def main() -> None:
 
     # 2. template sets × test-time augmentation
     feats = {tta: encode_images(encoder, images, tta) for tta in ("none", "flip", "multicrop", "multicrop-flip")}
-    sets = {"demo's own (5)": demo_templates, "simple (1)": "simple", "fashion (7)": "fashion",
+    sets = {"demo's own (5)": demo_templates, "simple (1)": "simple", 
             "openai-imagenet (80)": "openai-imagenet"}
     print(f"\ntop-1 % on {len(labels)} Fashion-MNIST test images   " + "  ".join(f"{t:>14}" for t in feats))
     for title, spec in sets.items():

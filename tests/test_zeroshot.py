@@ -9,7 +9,7 @@ import torch
 
 import clipworks
 from clipworks.zeroshot import (
-    FASHION_TEMPLATES,
+    FASHION_MNIST_TEMPLATES,
     OPENAI_IMAGENET_TEMPLATES,
     SIMPLE_TEMPLATES,
     ZeroShotResult,
@@ -32,7 +32,7 @@ def tokenizer() -> clipworks.ClipTokenizer:
 
 def test_template_sets():
     assert len(OPENAI_IMAGENET_TEMPLATES) == len(set(OPENAI_IMAGENET_TEMPLATES)) == 80
-    for templates in (SIMPLE_TEMPLATES, OPENAI_IMAGENET_TEMPLATES, FASHION_TEMPLATES):
+    for templates in (SIMPLE_TEMPLATES, OPENAI_IMAGENET_TEMPLATES, FASHION_MNIST_TEMPLATES):
         assert all(t.count("{}") == 1 for t in templates)
 
 

@@ -70,7 +70,7 @@ def classify(
     classifier_file: Annotated[Path | None, typer.Option("--classifier", help="A classifier saved with "
                                                          "--save-classifier: no text is encoded.")] = None,
     templates: Annotated[str | None, typer.Option("--templates", help="Prompt templates: simple, openai-imagenet, "
-                                                  "fashion, a file (one per line), or one template with {} (default: simple).")] = None,
+                                                  "fashion-mnist, a file (one per line), or one template with {} (default: simple).")] = None,
     top_k: Annotated[int, typer.Option("--top-k", "-k", min=1, help="Labels shown per image.")] = 5,
     tta: Annotated[str, typer.Option("--tta", help="Test-time augmentation: none, flip, multicrop (5 crops) or "
                                      "multicrop-flip (10).")] = "none",

@@ -11,14 +11,13 @@ import numpy as np
 import torch
 from PIL import Image
 
+from ..zeroshot.templates import FASHION_MNIST_TEMPLATES
 from .pairs import DataError, Pair
 
 DEFAULT_DIR = Path("/usr/share/datasets/fashion-mnist")
 ENV_VAR = "CLIPWORKS_FASHION_MNIST"  # another folder for the name 'fashion-mnist' (the demo, tests)
 FASHION_MNIST_CLASSES = ("t-shirt/top", "trouser", "pullover", "dress", "coat",
                          "sandal", "shirt", "sneaker", "bag", "ankle boot")
-FASHION_MNIST_TEMPLATES = ("a photo of a {}.", "a black and white photo of a {}.", "a low resolution photo of a {}.",
-                           "a picture of a {}.", "a photo of the {}.")
 HOW_TO_GET = ("install them with `sudo apt-get install dataset-fashion-mnist` (the files land in "
               f"{DEFAULT_DIR}), or pass a directory holding the IDX files (or name it in ${ENV_VAR}) "
               "(train-images-idx3-ubyte.gz, train-labels-idx1-ubyte.gz, t10k-images-idx3-ubyte.gz, "

@@ -16,7 +16,6 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..data import FASHION_MNIST_TEMPLATES
 from ..encoder import Encoder
 from ..errors import UsageError
 from ..progress import Progress
@@ -25,17 +24,14 @@ from .datasets import LabelledImages, check_labels
 from .features import LabelledFeatures, batch_size_for, encode_labelled
 
 SINGLE_TEMPLATE = "a photo of a {}."  # the CLIP paper's baseline prompt, against which ensembling is measured
-EXTRA_TEMPLATE_SETS = {"fashion-mnist": tuple(FASHION_MNIST_TEMPLATES)}  # the demo's training/eval captions
 
 
 def resolve_templates(spec: str | Path | Sequence[str] | None, dataset: LabelledImages | None = None) -> tuple[str, ...]:
-    """Templates from a set name (``simple``, ``openai-imagenet``, ``fashion``, ``fashion-mnist``: the demo's),
+    """Templates from a set name (``simple``, ``openai-imagenet``, ``fashion-mnist``: the demo's),
     a file (one per line) or a list; None: the dataset's own set (Fashion-MNIST: the demo's), else OpenAI's 80
     ImageNet prompts, the usual ensemble for a dataset without its own."""
     if spec is None:
         return dataset.templates if dataset is not None and dataset.templates else OPENAI_IMAGENET_TEMPLATES
-    if isinstance(spec, str) and spec in EXTRA_TEMPLATE_SETS:
-        return EXTRA_TEMPLATE_SETS[spec]
     return load_templates(spec)
 
 

@@ -4,7 +4,7 @@ from .classifier import ZeroShotClassifier, build_classifier, check_class_names
 from .evaluate import ZeroShotResult, check_regression, evaluate
 from .predict import Prediction, classify
 from .templates import (
-    FASHION_TEMPLATES,
+    FASHION_MNIST_TEMPLATES,
     OPENAI_IMAGENET_TEMPLATES,
     SIMPLE_TEMPLATES,
     TEMPLATE_SETS,
@@ -13,6 +13,6 @@ from .templates import (
 )
 from .tta import TTA_MODES
 
-__all__ = ["FASHION_TEMPLATES", "OPENAI_IMAGENET_TEMPLATES", "SIMPLE_TEMPLATES", "TEMPLATE_SETS", "TTA_MODES", "Prediction",
+__all__ = ["FASHION_MNIST_TEMPLATES", "OPENAI_IMAGENET_TEMPLATES", "SIMPLE_TEMPLATES", "TEMPLATE_SETS", "TTA_MODES", "Prediction",
            "ZeroShotClassifier", "ZeroShotResult", "build_classifier", "check_class_names", "check_regression",
            "check_templates", "classify", "evaluate", "load_templates"]
