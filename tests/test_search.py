@@ -216,3 +216,327 @@ def test_knn_pairs_widen_k_and_match_all_pairs():
     groups = group_pairs(pairs)
     assert groups == duplicate_groups(x, 0.95, ids=ids, chunk=7)
     assert [len(g) for g in groups] == [41, 4]
+
+
+# -- searching a real index --------------------------------------------------------------------------------------
+LAYOUT = {  # relative path → (photo, caption or None, tags)
+    "trips/2023/astronaut.jpg": ("astronaut", None, []),
+    "trips/2024/coffee.jpg": ("coffee", "a cup of coffee", ["drink"]),
+    "trips/2024x/camera.jpg": ("camera", None, ["bw"]),  # a folder that shares a prefix with trips/2024
+    "pets/chelsea.jpg": ("chelsea", "a cat on a rug", ["cat", "pet"]),
+    "pets/horse.png": ("horse", "a horse", ["pet"]),
+    "space/rocket.jpg": ("rocket", "a rocket launch", []),
+    "space/hubble.png": ("hubble_deep_field", None, ["space"]),
+    "misc/page.png": ("page", "a page of text", ["bw"]),
+    "misc/a&b <c>.jpg": ("immunohistochemistry", None, []),  # a name the HTML sheet must escape
+}
+
+
+@pytest.fixture(scope="module")
+def library(tmp_path_factory) -> Path:
+    import os
+    from conftest import photo
+
+    root = tmp_path_factory.mktemp("library") / "photos"
+    for i, (rel, (name, caption, tags)) in enumerate(LAYOUT.items()):
+        path = root / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        photo(name).resize((96 + 8 * i, 64)).save(path)
+        if caption:
+            path.with_suffix(".txt").write_text(caption)
+        if tags:
+            path.with_suffix(".json").write_text(json.dumps({"tags": tags}))
+        stamp = datetime(2023, 1, 1 + 3 * i, 12).timestamp()
+        os.utime(path, (stamp, stamp))
+    return root
+
+
+@pytest.fixture(scope="module")
+def index(library, tiny_checkpoint, tiny_encoder, one_thread):
+    from clipworks.search.index import Index
+
+    with Index.create(library.parent / "idx", library, tiny_encoder) as built:
+        report = built.add()
+    assert report.added == len(LAYOUT) and not report.failures
+    opened = Index.open(library.parent / "idx", encoder=tiny_encoder)
+    yield opened
+    opened.close()
+
+
+def _brute(index, vector, ids=None):
+    """Ids ranked by exact inner product with the stored vectors (ties by id), and their scores."""
+    ids = np.asarray(index.all_ids() if ids is None else ids)
+    scores = index.vectors(ids) @ vector
+    order = np.lexsort((ids, -scores))
+    return ids[order].tolist(), scores[order]
+
+
+def test_an_indexed_image_finds_itself_first(index, library):
+    from clipworks.search import search
+
+    for rel in LAYOUT:
+        page = search(index, Path(library / rel), k=2)
+        assert page.hits[0].path == rel and page.hits[0].score == pytest.approx(1.0, abs=1e-4)
+        assert page.hits[0].file == library / rel and page.total == len(LAYOUT)
+
+
+def test_text_search_equals_brute_force(index, tiny_encoder):
+    from clipworks.search import search
+
+    for text in ("a cat", "a rocket in space", "black-and-white page"):
+        q = tiny_encoder.encode_text([text])[0]
+        page = search(index, text, k=5)
+        want, scores = _brute(index, q)
+        assert [h.id for h in page.hits] == want[:5]
+        assert np.allclose([h.score for h in page.hits], scores[:5], atol=1e-5)
+        assert [h.rank for h in page.hits] == [1, 2, 3, 4, 5] and page.note is None
+
+
+def test_combined_query_equals_brute_force_with_the_hand_vector(index, tiny_encoder, library):
+    from clipworks.search import search
+
+    image = library / "pets/chelsea.jpg"
+    page = search(index, f'"a beach" + 0.5*{image} - "people"', k=len(LAYOUT))
+    t = tiny_encoder.encode_text(["a beach", "people"])
+    v = t[0] + 0.5 * tiny_encoder.encode_images([Image.open(image)])[0] - t[1]
+    want, _ = _brute(index, v / np.linalg.norm(v))
+    assert [h.id for h in page.hits] == want
+    assert page.query == f'"a beach" + 0.5*{image} - "people"'
+
+
+def _keeps(item, f: Filters) -> bool:
+    return ((f.folder is None or item.path.startswith(f.folder + "/"))
+            and (f.after is None or item.mtime >= f.after) and (f.before is None or item.mtime < f.before)
+            and (f.min_size is None or item.size >= f.min_size) and (f.max_size is None or item.size <= f.max_size)
+            and set(f.tags) <= set(item.tags))
+
+
+def test_filtered_search_equals_brute_force_over_metadata(index, tiny_encoder):
+    from clipworks.search import search
+
+    items = index.items(index.all_ids())
+    sizes = sorted(it.size for it in items)
+    q = tiny_encoder.encode_text(["a photo"])[0]
+    cases = [Filters.parse(folder="trips/2024"), Filters.parse(folder="trips"), Filters.parse(tags=["pet"]),
+             Filters.parse(tags=["pet", "cat"]), Filters.parse(after="2023-01-10", before="2023-01-20T00:00"),
+             Filters.parse(min_size=sizes[2], max_size=sizes[-3]), Filters.parse(where=["tag=bw", "folder=misc"]),
+             Filters.parse(folder=str(index.root / "space"), root=index.root)]
+    for f in cases:
+        kept = [it.id for it in items if _keeps(it, f)]
+        assert 0 < len(kept) < len(items), f
+        page = search(index, "a photo", k=3, filters=f)
+        want, _ = _brute(index, q, kept)
+        assert [h.id for h in page.hits] == want[:3] and page.total == len(kept), f
+    # a mapping works too, and a filter nothing passes gives an empty page that says so
+    page = search(index, "a photo", filters={"folder": "nowhere"})
+    assert page.hits == [] and page.total == 0 and "no hits" in page.note
+
+
+def test_paging_concatenates_to_one_big_page(index):
+    from clipworks.search import search
+
+    whole = search(index, "a dog", k=len(LAYOUT))
+    pages = [search(index, "a dog", k=2, offset=o) for o in range(0, len(LAYOUT), 2)]
+    assert [h.id for p in pages for h in p.hits] == [h.id for h in whole.hits]
+    assert [h.rank for p in pages for h in p.hits] == list(range(1, len(LAYOUT) + 1))
+    last = pages[-1]
+    assert len(last.hits) == 1 and not last.has_more and "only 1 of the 2" in last.note
+    beyond = search(index, "a dog", k=5, offset=len(LAYOUT) - 2)  # no silent cap: the remaining two, said so
+    assert [h.id for h in beyond.hits] == [h.id for h in whole.hits[-2:]] and "only 2 of the 5" in beyond.note
+    past = search(index, "a dog", k=5, offset=100)
+    assert past.hits == [] and "offset 100 is at or past the end (9 items)" in past.note
+    for bad in (dict(k=0), dict(offset=-1), dict(target="videos")):
+        with pytest.raises(UsageError):
+            search(index, "a dog", **bad)
+
+
+def test_image_to_text_over_captions(index, library):
+    from clipworks.search import search
+
+    ids, vectors = index.caption_vectors()
+    captioned = {rel for rel, (_, caption, _) in LAYOUT.items() if caption}
+    assert len(ids) == len(captioned)
+    image = library / "space/rocket.jpg"
+    page = search(index, image, k=10, target="captions")
+    v = index.vectors([index.select_ids("path = ?", ["space/rocket.jpg"])[0]])[0]
+    scores = vectors @ v
+    order = np.lexsort((ids, -scores))
+    assert [h.id for h in page.hits] == ids[order].tolist() and page.total == len(captioned)
+    assert {h.path for h in page.hits} == captioned and all(h.item.caption for h in page.hits)
+    only_pets = search(index, image, target="captions", filters={"tag": "pet"})
+    assert {h.path for h in only_pets.hits} == {"pets/chelsea.jpg", "pets/horse.png"}
+
+
+def test_search_errors_name_the_problem(index, tmp_path):
+    from clipworks.search import search
+
+    with pytest.raises(UsageError) as e:
+        search(index, "a cat", filters={"colour": "red"})
+    assert "unknown filter field 'colour'" in str(e.value) and "min_size" in str(e.value)
+    bad = tmp_path / "broken.jpg"
+    bad.write_bytes(b"\xff\xd8\xff not really")
+    with pytest.raises(ImageError, match="query image") as e:
+        search(index, f'"a cat" + {bad}')
+    assert str(bad) in str(e.value)
+    with pytest.raises(ImageError, match="no such file"):
+        search(index, tmp_path / "missing.png")
+    with pytest.raises(QuerySyntaxError, match="position 9"):
+        search(index, '"a cat" "a dog"')
+    with pytest.raises(UsageError, match="dimensions"):
+        search(index, np.ones(3, np.float32))
+
+
+# -- near-duplicate groups ---------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def copies(tmp_path_factory, tiny_encoder, one_thread):
+    """Six distinct photos, an exact copy of one, two resized re-encoded copies of another."""
+    from conftest import photo
+
+    from clipworks.search.index import Index
+
+    root = tmp_path_factory.mktemp("dups") / "photos"
+    (root / "sub").mkdir(parents=True)
+    for name in ("astronaut", "coffee", "rocket", "camera", "page", "horse"):
+        photo(name).resize((120, 90)).save(root / f"{name}.jpg", quality=90)
+    (root / "sub" / "astronaut copy.jpg").write_bytes((root / "astronaut.jpg").read_bytes())
+    photo("rocket").resize((60, 45)).save(root / "sub" / "rocket-small.png")
+    photo("rocket").resize((200, 150)).save(root / "rocket-big.jpg", quality=70)
+    with Index.create(root.parent / "idx", root, tiny_encoder) as built:
+        built.add()
+    opened = Index.open(root.parent / "idx", encoder=tiny_encoder)
+    yield opened
+    opened.close()
+
+
+def test_duplicates_groups_exact_and_resized_copies(copies):
+    from clipworks.search.duplicates import duplicates
+
+    ids = copies.all_ids()
+    x = copies.vectors(ids)
+    sims = x @ x.T
+    groups = duplicates(copies, threshold=0.995)
+    assert [[it.path for it in g] for g in groups] == [
+        ["rocket-big.jpg", "rocket.jpg", "sub/rocket-small.png"], ["astronaut.jpg", "sub/astronaut copy.jpg"]]
+    # the random-weight tiny model puts distinct photos close too: the threshold separates them here …
+    distinct = [i for i, it in enumerate(copies.items(ids)) if "/" not in it.path and "big" not in it.path]
+    assert sims[np.ix_(distinct, distinct)][~np.eye(len(distinct), dtype=bool)].max() < 0.995
+    # … and at any threshold the groups are those of all pairs compared exactly
+    for threshold in (0.9, 0.95, 0.97, 0.99):
+        got = [sorted(it.id for it in g) for g in duplicates(copies, threshold=threshold, k=2)]
+        assert sorted(got) == sorted(duplicate_groups(x, threshold, ids=ids)), threshold
+    with pytest.raises(UsageError, match="threshold"):
+        duplicates(copies, threshold=1.5)
+
+
+# -- the commands ------------------------------------------------------------------------------------------------
+def _run(*args: str):
+    from typer.testing import CliRunner
+
+    from clipworks.cli import app
+
+    return CliRunner().invoke(app, [str(a) for a in args])
+
+
+def test_cli_paths_json_and_table(index, library):
+    from clipworks.search import search
+
+    idx = index.path
+    r = _run("search", idx, "a cat", "-k", "3", "--paths")
+    assert r.exit_code == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert lines == [str(h.file) for h in search(index, "a cat", k=3).hits]
+    assert all(Path(line).is_absolute() and Path(line).is_file() for line in lines)
+    r = _run("search", idx, '"a cat" - "a dog"', "--json", "--folder", "pets", "--tag", "cat", "-k", "4")
+    assert r.exit_code == 0, r.stderr
+    data = json.loads(r.stdout)
+    assert data["total"] == 1 and data["filters"] == "folder=pets tags=cat" and data["query"] == '"a cat" - "a dog"'
+    assert [h["path"] for h in data["hits"]] == ["pets/chelsea.jpg"]
+    assert data["hits"][0]["caption"] == "a cat on a rug" and data["hits"][0]["tags"] == ["cat", "pet"]
+    assert "only 1 of the 4" in r.stderr and "only 1" in data["note"]
+    r = _run("search", idx, "a cat", "--where", "min_size=1", "--after", "2023-01-05", "--offset", "1", "-k", "2")
+    assert r.exit_code == 0, r.stderr
+    assert "rank" in r.stdout and "score" in r.stdout and "ranks 2–3 of 7" in r.stdout
+
+
+def test_cli_image_and_captions(index, library):
+    image = library / "space/rocket.jpg"
+    r = _run("search", index.path, "--image", image, "-k", "1", "--json")
+    assert r.exit_code == 0, r.stderr
+    assert json.loads(r.stdout)["hits"][0]["path"] == "space/rocket.jpg"
+    r = _run("search", index.path, "--image", image, "--captions", "--json", "-k", "2")
+    assert r.exit_code == 0, r.stderr
+    data = json.loads(r.stdout)
+    assert data["target"] == "captions" and data["total"] == sum(1 for _, c, _ in LAYOUT.values() if c) and all(h["caption"] for h in data["hits"])
+
+
+def test_cli_html_contact_sheet_is_valid_escaped_and_self_contained(index, tmp_path):
+    import base64
+    import io
+    from html.parser import HTMLParser
+
+    sheet = tmp_path / "sheet.html"
+    r = _run("search", index.path, "a <b>photo</b> & more", "-k", "20", "--html", sheet)
+    assert r.exit_code == 0, r.stderr
+    text = sheet.read_text(encoding="utf-8")
+
+    class Check(HTMLParser):
+        def __init__(self):
+            super().__init__()
+            self.stack, self.sources, self.errors = [], [], []
+
+        def handle_starttag(self, tag, attrs):
+            if tag not in ("meta", "img", "br"):
+                self.stack.append(tag)
+            self.sources += [v for k, v in attrs if k in ("src", "href")]
+
+        def handle_endtag(self, tag):
+            if not self.stack or self.stack.pop() != tag:
+                self.errors.append(tag)
+
+    check = Check()
+    check.feed(text)
+    check.close()
+    assert text.startswith("<!DOCTYPE html>") and not check.errors and not check.stack
+    assert len(check.sources) == len(LAYOUT)  # one embedded thumbnail per hit, nothing else fetched
+    for src in check.sources:
+        assert src.startswith("data:image/jpeg;base64,")
+        thumb = Image.open(io.BytesIO(base64.b64decode(src.split(",", 1)[1])))
+        assert thumb.format == "JPEG" and max(thumb.size) <= 160
+    assert "a&amp;b &lt;c&gt;.jpg" in text and "a&b <c>" not in text
+    assert "&lt;b&gt;photo&lt;/b&gt; &amp; more" in text and "<b>photo" not in text
+    assert "only 9 of the 20" in r.stderr
+
+
+def test_cli_refuses_another_model_and_bad_input(index, tiny_checkpoint, tiny_sigmoid_checkpoint, tmp_path):
+    r = _run("search", index.path, "a cat", "--model", tiny_sigmoid_checkpoint, "--paths")
+    assert r.exit_code == 1
+    message = " ".join(r.stderr.split())
+    assert index.ref.describe() in message and "tiny-vit-sigmoid" in message
+    r = _run("search", index.path, "a cat", "--model", tiny_checkpoint, "--paths", "-k", "1")
+    assert r.exit_code == 0, r.stderr
+    for args, message in [
+        (["a cat", "--where", "colour=red"], "unknown filter field 'colour'; the fields are: folder, after"),
+        (["a cat", "--before", "soon"], "not an ISO date"),
+        ([f'"a cat" + {tmp_path / "gone.jpg"}'], f"query image {tmp_path / 'gone.jpg'}: no such file"),
+        (['"a cat" "b"'], "query syntax error at position 9"),
+        ([], "give a QUERY, --image FILE, or both"),
+        (["a cat", "--paths", "--json"], "choose one output"),
+        (["a cat", "--pretrained", "x"], "--pretrained needs --model"),
+    ]:
+        r = _run("search", index.path, *args)
+        assert r.exit_code == 1 and message in " ".join(r.stderr.split()), (args, r.stderr)
+    r = _run("search", tmp_path / "no-index", "a cat")
+    assert r.exit_code == 1 and "no-index" in r.stderr
+
+
+def test_cli_real_command_pipes_paths(index):
+    import os
+    import subprocess
+    import sys
+
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).parents[1] / "src")}
+    r = subprocess.run([sys.executable, "-m", "clipworks", "search", str(index.path), "a rocket", "-k", "2",
+                        "--paths"], capture_output=True, text=True, env=env, timeout=120)
+    assert r.returncode == 0, r.stderr
+    lines = r.stdout.splitlines()
+    assert len(lines) == 2 and all(Path(p).is_file() for p in lines)

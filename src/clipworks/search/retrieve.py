@@ -102,28 +102,41 @@ def _filters(filters: Filters | Mapping[str, Any] | None, root: Path) -> Filters
     raise UsageError(f"filters: expected a Filters or a mapping of field → value, got {type(filters).__name__}")
 
 
-def candidate_ids(index: Index, filters: Filters, target: str = "images") -> np.ndarray | None:
-    """Sorted int64 ids the filters keep (None: every item, no restriction); with ``target="captions"`` only
-    items that have a caption."""
-    if filters.is_empty() and target == "images":
+def candidate_ids(index: Index, filters: Filters) -> np.ndarray | None:
+    """Sorted int64 ids the filters keep; None when there are no filters (every item, no restriction)."""
+    if filters.is_empty():
         return None
     where, params = filters.sql()
-    if target == "captions":
-        where = f"({where}) AND id IN (SELECT id FROM caption_vectors)"
     return np.sort(np.asarray(index.select_ids(where, params), dtype=np.int64))
 
 
-def rank(index: Index, vector: np.ndarray, want: int, ids: np.ndarray | None, target: str) -> tuple[np.ndarray, np.ndarray]:
-    """The top ``want`` (scores, ids), ties by id."""
+def _top(scores: np.ndarray, ids: np.ndarray, want: int) -> tuple[np.ndarray, np.ndarray]:
+    """Best ``want`` first, ties by id (so pages of one ranking fit together)."""
+    keep = ids >= 0
+    scores, ids = scores[keep], ids[keep]
+    order = np.lexsort((ids, -scores))[:want]
+    return scores[order], ids[order]
+
+
+def rank(index: Index, vector: np.ndarray, want: int, ids: np.ndarray | None, target: str = "images",
+         ) -> tuple[np.ndarray, np.ndarray, int]:
+    """The top ``want`` ``(scores, ids)`` among the candidates ``ids`` (None: all) and the candidate count.
+
+    Images go through the index's vector search (restricted to ``ids``, exact for flat indexes and small
+    candidate sets); captions are few (one per captioned item) and are ranked exactly here."""
     if target == "captions":
-        scores, found = index.search_captions(vector, want, ids=ids)
-    else:
-        scores, found = index.search_vectors(vector, want, ids=ids)
-    scores, found = np.asarray(scores).reshape(-1), np.asarray(found).reshape(-1)
-    keep = found >= 0
-    scores, found = scores[keep], found[keep]
-    order = np.lexsort((found, -scores))
-    return scores[order], found[order]
+        caption_ids, caption_vectors = index.caption_vectors()
+        if ids is not None:
+            keep = np.isin(caption_ids, ids)
+            caption_ids, caption_vectors = caption_ids[keep], caption_vectors[keep]
+        scores, found = _top(caption_vectors @ vector, caption_ids, want)
+        return scores, found, len(caption_ids)
+    total = len(ids) if ids is not None else len(index)
+    if min(want, total) == 0:
+        return np.zeros(0, np.float32), np.zeros(0, np.int64), total
+    scores, found = index.search_vectors(vector, min(want, total), ids=ids)
+    scores, found = _top(np.asarray(scores).reshape(-1), np.asarray(found).reshape(-1), want)
+    return scores, found, total
 
 
 def search(index: Index, query: QueryLike | np.ndarray, k: int = 10, offset: int = 0,
@@ -152,13 +165,8 @@ def search(index: Index, query: QueryLike | np.ndarray, k: int = 10, offset: int
         terms = query_terms(query)
         vector = query_vector(index.encoder, terms)
         description = describe_query(terms)
-    ids = candidate_ids(index, chosen, target)
-    total = len(ids) if ids is not None else len(index.all_ids())
-    want = min(offset + k, total)
-    hits: list[Hit] = []
-    if want > offset:
-        scores, found = rank(index, vector, want, ids, target)
-        scores, found = scores[offset:want], found[offset:want]
-        items = index.items(found.tolist())
-        hits = [Hit(offset + i + 1, float(s), item, root) for i, (s, item) in enumerate(zip(scores, items))]
+    scores, found, total = rank(index, vector, offset + k, candidate_ids(index, chosen), target)
+    scores, found = scores[offset:], found[offset:]
+    items = index.items(found.tolist())
+    hits = [Hit(offset + i + 1, float(s), item, root) for i, (s, item) in enumerate(zip(scores, items))]
     return Page(description, target, hits, offset, k, total, chosen.describe(), root)
