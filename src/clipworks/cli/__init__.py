@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from . import data, embed, interpolate, models, plot, search, train
+from . import data, embed, index, interpolate, models, plot, search, train
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help="CLIP models: train, evaluate, inspect, convert, embed.")
 app.command("info")(models.info)
@@ -16,6 +16,7 @@ app.command("plot")(plot.plot)
 app.command("interpolate")(interpolate.interpolate)
 app.command("train")(train.train)
 app.command("demo")(train.demo)
+app.add_typer(index.app, name="index")
 app.command("search")(search.search)
 
 

@@ -1,0 +1,563 @@
+"""A persistent image search index: a folder of images embedded once, kept in step with the folder by ``add``.
+
+An index folder holds ``index.sqlite`` (metadata and vectors, the source of truth, see ``store.py``) and
+``vectors.faiss`` (the FAISS index, a cache of it, see ``vectors.py``). One index, one model: it records the
+``ModelRef`` and config of the encoder that made its vectors and refuses another one, naming both.
+
+Crash safety: ``add`` commits rows and their vectors together in SQLite transactions of ``commit_every`` files;
+the FAISS file is rewritten whole (atomic rename) at the end. A process killed at any point leaves a database
+whose rows and vectors agree; ``open`` brings the FAISS cache to the database's id set, and the next ``add``
+finds the files not yet committed as new (or changed) and embeds them.
+
+Portable: paths are stored relative to the root, and the root relative to the index folder, so moving both
+together (or the index folder alone, when the root stays put) keeps the index working.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..encoder import Encoder, ModelRef
+from ..errors import MissingFileError, UsageError
+from ..fileio import atomic_dir
+from ..progress import Progress
+from .scan import FileInfo, SidecarError, clean_tags, hash_files, read_sidecars, scan
+from .store import DB_NAME, FORMAT, FORMAT_VERSION, Item, NewItem, Row, Store
+from .vectors import VectorIndex, check_options
+
+CACHE_NAME = "vectors.faiss"
+LOCK_NAME = ".lock"
+EXACT_LIMIT = 65536  # restricted searches over at most this many candidates are exact, whatever the kind
+
+
+@dataclass
+class AddReport:
+    """What ``Index.add`` did. ``embedded`` images went through the model; ``reused`` vectors were found by
+    content hash (moved, renamed or copied files) instead."""
+
+    added: int = 0
+    updated: int = 0
+    moved: int = 0
+    unchanged: int = 0
+    removed: int = 0
+    embedded: int = 0
+    reused: int = 0
+    failures: list[tuple[Path, str]] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+    @property
+    def failed(self) -> int:
+        return len(self.failures)
+
+    def __str__(self) -> str:
+        return (f"{self.added} added, {self.updated} updated, {self.moved} moved, {self.unchanged} unchanged, "
+                f"{self.removed} removed, {self.failed} failed ({self.embedded} embedded, {self.reused} vectors "
+                f"reused) in {self.seconds:.1f}s")
+
+
+@dataclass
+class _Meta:
+    caption: str | None
+    tags: list[str]
+    sidecar_mtime_ns: int | None
+
+
+class Index:
+    """Open with ``Index.create(...)`` or ``Index.open(...)``; use as a context manager or ``close()``."""
+
+    def __init__(self, path: Path, store: Store, meta: dict[str, Any], encoder: Encoder | None, writable: bool,
+                 device: str, lock: Any, batch_size: int = 64) -> None:
+        self.path = path
+        self._store = store
+        self._meta = meta
+        self.ref = ModelRef.from_dict(meta["model"], where=f"{path / DB_NAME} model record")
+        self.dim = int(meta["dim"])
+        self.kind = str(meta["kind"])
+        self.options = dict(meta["options"])
+        self.root = _resolve_root(path, meta)
+        self.writable = writable
+        self._device = device
+        self._batch_size = batch_size
+        self._lock = lock
+        self._encoder: Encoder | None = None
+        self._captions: tuple[int, np.ndarray, np.ndarray] | None = None
+        if encoder is not None:
+            self.check_encoder(encoder)
+            self._encoder = encoder
+        self._vectors = self._load_vectors()
+        if writable:
+            self._record_root()
+
+    # -- lifecycle -------------------------------------------------------------------------------------------
+    @classmethod
+    def create(cls, index_dir: str | Path, root: str | Path, encoder: Encoder, kind: str = "flat",
+               **options: Any) -> Index:
+        """A new, empty index of ``root`` at ``index_dir`` (then ``add()`` fills it). Refuses an existing
+        index or a non-empty folder, and a model with random weights."""
+        index_dir, root = Path(index_dir), Path(root)
+        if not root.is_dir():
+            raise MissingFileError(f"folder to index {root} does not exist or is not a folder")
+        if encoder.ref.is_random:
+            raise UsageError(f"model {encoder.ref.describe()} has random weights, whose vectors mean nothing and "
+                             f"cannot be reproduced: give --pretrained TAG or a trained checkpoint")
+        if (index_dir / DB_NAME).exists():
+            raise UsageError(f"{index_dir} is already a clipworks index; add files to it with "
+                             f"`clipworks index add {index_dir}`")
+        if index_dir.exists() and (not index_dir.is_dir() or any(index_dir.iterdir())):
+            raise UsageError(f"{index_dir} exists and is not an empty folder or an index; refusing to write into it")
+        options = check_options(kind, options)
+        absolute = index_dir.absolute()
+        meta = {"model": encoder.ref.to_dict(), "model_config": encoder.model.config.to_dict(),
+                "dim": encoder.embed_dim, "kind": kind, "options": options,
+                "root": _relative_root(root, absolute), "root_abs": str(root.resolve())}
+        with atomic_dir(index_dir) as tmp:
+            Store.create(tmp / DB_NAME, meta).close()
+        return cls.open(index_dir, encoder=encoder, writable=True)
+
+    @classmethod
+    def open(cls, index_dir: str | Path, encoder: Encoder | None = None, writable: bool = False,
+             device: str = "cpu", batch_size: int = 64) -> Index:
+        """Open an index; ``encoder`` (optional) must be the recorded model, else it is loaded when needed (on
+        ``device``, embedding ``batch_size`` images per call)."""
+        index_dir = Path(index_dir)
+        if not index_dir.is_dir():
+            raise MissingFileError(f"index {index_dir} does not exist")
+        lock = _lock(index_dir) if writable else None
+        try:
+            store, meta = Store.open(index_dir, readonly=not writable)
+        except BaseException:
+            if lock is not None:
+                lock.close()
+            raise
+        try:
+            return cls(index_dir, store, meta, encoder, writable, device, lock, batch_size)
+        except BaseException:
+            store.close()
+            if lock is not None:
+                lock.close()
+            raise
+
+    def close(self) -> None:
+        self._store.close()
+        if self._lock is not None:
+            self._lock.close()
+            self._lock = None
+
+    def __enter__(self) -> Index:
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
+
+    def __len__(self) -> int:
+        return self._store.count()
+
+    # -- the model -------------------------------------------------------------------------------------------
+    @property
+    def encoder(self) -> Encoder:
+        """The recorded model, loaded on first use (queries and ``add`` need it; ``vectors``/``items`` do not)."""
+        if self._encoder is None:
+            for name in (self.ref.model, self.ref.pretrained):
+                if name and os.path.isabs(name) and not Path(name).exists():
+                    raise MissingFileError(f"the index's model checkpoint {name} is not there any more; open the "
+                                           f"index with that model given explicitly (--model/--pretrained)")
+            encoder = Encoder.load(self.ref.model, self.ref.pretrained, device=self._device,
+                                   batch_size=self._batch_size)
+            self.check_encoder(encoder)
+            self._encoder = encoder
+        return self._encoder
+
+    def check_encoder(self, encoder: Encoder) -> None:
+        """Refuse an encoder whose weights are not the ones that made this index's vectors, naming both."""
+        if not encoder.ref.same_weights(self.ref):
+            raise UsageError(f"index {self.path} was built with {self.ref.describe()}; the model given is "
+                             f"{encoder.ref.describe()} — its vectors cannot be compared with the index's")
+
+    # -- queries ---------------------------------------------------------------------------------------------
+    @property
+    def db(self):
+        """The SQLite connection, for read queries on the tables documented in ``search/store.py``."""
+        return self._store.conn
+
+    def select_ids(self, where_sql: str = "1", params: Sequence[Any] = ()) -> np.ndarray:
+        """Ids of ``items`` rows matching ``WHERE <where_sql>``, ascending (see ``store.py`` for the columns)."""
+        return self._store.select_ids(where_sql, params)
+
+    def all_ids(self) -> np.ndarray:
+        return self._store.all_ids()
+
+    def items(self, ids: Sequence[int] | np.ndarray) -> list[Item]:
+        return self._store.items([int(i) for i in ids])
+
+    def vectors(self, ids: Sequence[int] | np.ndarray) -> np.ndarray:
+        """The stored (exact) image vectors of ``ids``, float32 ``[N, dim]`` in that order."""
+        return self._store.vectors([int(i) for i in ids], self.dim)
+
+    def caption_vectors(self) -> tuple[np.ndarray, np.ndarray]:
+        """``(ids, float32 [N, dim])`` of the embedded captions of indexed items, for image → text search."""
+        generation = self._store.meta().get("generation", 0)
+        if self._captions is None or self._captions[0] != generation:
+            parts = list(self._store.iter_vectors("caption_vectors"))
+            ids = np.concatenate([np.zeros(0, np.int64)] + [p[0] for p in parts])
+            vecs = np.concatenate([np.zeros((0, self.dim), np.float32)] + [p[1] for p in parts])
+            self._captions = (generation, ids, vecs)
+        return self._captions[1], self._captions[2]
+
+    def search_vectors(self, queries: np.ndarray, k: int, ids: np.ndarray | None = None,
+                       ) -> tuple[np.ndarray, np.ndarray]:
+        """Top-``k`` items by inner product: ``(scores, ids)``, ``[k']`` for one query ``[dim]`` or ``[M, k']``
+        for ``[M, dim]``, best first, ``k' = min(k, candidates)`` (no silent cap). ``ids`` restricts the search
+        to those items. Exact for ``flat``, and for any kind when ``ids`` has at most ``EXACT_LIMIT`` items."""
+        q = np.asarray(queries, dtype=np.float32)
+        single = q.ndim == 1
+        q = np.atleast_2d(q)
+        if q.ndim != 2 or q.shape[1] != self.dim:
+            raise UsageError(f"query vectors of shape {tuple(np.shape(queries))} do not fit this index of "
+                             f"{self.dim}-d vectors ({self.ref.describe()})")
+        if k < 1:
+            raise UsageError(f"k must be at least 1, not {k}")
+        cand = None if ids is None else np.intersect1d(np.asarray(ids, dtype=np.int64), self._vectors.ids())
+        kk = min(k, self._vectors.size if cand is None else len(cand))
+        if kk == 0:
+            scores, found = np.zeros((len(q), 0), np.float32), np.zeros((len(q), 0), np.int64)
+        elif self._vectors.kind != "flat" and self._vectors.trained and cand is not None and len(cand) <= EXACT_LIMIT:
+            scores, found = self._exact(q, cand, kk)
+        else:
+            scores, found = self._vectors.search(q, kk, cand)
+            if (found < 0).any():  # an approximate search that could not reach k' candidates: no silent cap
+                scores, found = self._exact(q, self._vectors.ids() if cand is None else cand, kk)
+        return (scores[0], found[0]) if single else (scores, found)
+
+    def _exact(self, q: np.ndarray, cand: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+        scores_all = q @ self.vectors(cand).T
+        order = np.argsort(-scores_all, axis=1, kind="stable")[:, :k]
+        return np.take_along_axis(scores_all, order, axis=1).astype(np.float32), cand[order]
+
+    # -- information -----------------------------------------------------------------------------------------
+    def info(self) -> dict[str, Any]:
+        meta = self._store.meta()
+        db_bytes = sum(p.stat().st_size for p in self.path.glob(DB_NAME + "*") if p.is_file())
+        cache = self.path / CACHE_NAME
+        cache_bytes = cache.stat().st_size if cache.is_file() else 0
+        out = {
+            "path": str(self.path), "root": str(self.root), "model": self.ref.describe(),
+            "model_ref": self.ref.to_dict(), "dim": self.dim, "kind": self.kind, "options": self.options,
+            "count": len(self), "captions": self._store.caption_count(), "format": FORMAT,
+            "format_version": meta["format_version"], "created": _iso(meta["created"]), "updated": _iso(meta["updated"]),
+            "sizes": {"database_bytes": db_bytes, "faiss_bytes": cache_bytes, "total_bytes": db_bytes + cache_bytes},
+        }
+        if self.kind == "ivfpq":
+            out["trained"] = self._vectors.trained
+        if self.kind == "hnsw":
+            out["tombstones"] = len(self._vectors.tombstones)
+        return out
+
+    # -- writes ----------------------------------------------------------------------------------------------
+    def add(self, directory: str | Path | None = None, progress: Progress | None = None, *,
+            on_total: Callable[[int], None] | None = None, workers: int = 2, commit_every: int = 512) -> AddReport:
+        """Bring the index in step with the files under ``directory`` (default: the whole root): embed new and
+        changed images, reuse the vectors of moved or copied ones by content hash, drop the gone ones.
+
+        ``progress`` advances once per new or changed file; ``on_total`` is told how many there are first.
+        Unreadable files are skipped and listed in ``failures``; rows are committed every ``commit_every``."""
+        self._check_writable("add")
+        start = time.perf_counter()
+        root = self._existing_root()
+        folder = root if directory is None else self._inside_root(Path(directory))
+        scope = "" if folder == root else folder.relative_to(root).as_posix()
+        files, scan_failures = scan(root, folder, skip=self.path)
+        rows = self._store.rows_under(scope)
+        report = AddReport(failures=list(scan_failures))
+        unchanged: list[tuple[Row, FileInfo]] = []
+        changed: list[FileInfo] = []
+        for rel, info in files.items():
+            row = rows.get(rel)
+            if row is not None and row.size == info.size and row.mtime_ns == info.mtime_ns:
+                unchanged.append((row, info))
+            else:
+                changed.append(info)
+        gone_by_sha: dict[str, list[Row]] = {}
+        for rel, row in rows.items():
+            if rel not in files:
+                gone_by_sha.setdefault(row.sha256, []).append(row)
+        if on_total:
+            on_total(len(changed))
+        for chunk_start in range(0, len(changed), commit_every):
+            chunk = changed[chunk_start : chunk_start + commit_every]
+            self._add_chunk(chunk, rows, gone_by_sha, report, workers, progress)
+        self._finish_add(unchanged, [r for rs in gone_by_sha.values() for r in rs], report)
+        report.seconds = time.perf_counter() - start
+        return report
+
+    def _add_chunk(self, chunk: list[FileInfo], rows: dict[str, Row], gone_by_sha: dict[str, list[Row]],
+                   report: AddReport, workers: int, progress: Progress | None) -> None:
+        """Hash, classify, embed and commit one chunk of new or changed files (one transaction)."""
+        hashes = hash_files([info.abspath for info in chunk], workers)
+        moves: list[tuple[Row, FileInfo]] = []
+        touched: list[tuple[Row, FileInfo]] = []
+        inserts: list[tuple[FileInfo, Row | None, str, int | None]] = []  # (file, replaced row, sha, vector source)
+        drop: list[int] = []
+        for info, sha in zip(chunk, hashes):
+            row = rows.get(info.path)
+            if isinstance(sha, OSError):
+                report.failures.append((info.abspath, f"{info.abspath}: cannot read: {sha.strerror or sha}"))
+                if row is not None:
+                    drop.append(row.id)  # its old content is no longer what the file holds
+                continue
+            if row is not None and row.sha256 == sha:
+                touched.append((row, info))
+            elif row is None and gone_by_sha.get(sha):
+                moves.append((gone_by_sha[sha].pop(), info))
+            else:
+                same = self._store.ids_with_sha(sha)
+                inserts.append((info, row, sha, same[0] if same else None))
+        to_embed = [info for info, _, _, src in inserts if src is None]
+        if len(to_embed) < len(chunk) and progress:
+            progress(len(chunk) - len(to_embed))
+        embedded: dict[Path, np.ndarray] = {}
+        if to_embed:
+            result = self.encoder.encode_files([i.abspath for i in to_embed], workers=workers, progress=progress)
+            embedded = dict(zip(result.paths, result.features))
+            report.failures += result.failures
+            report.embedded += len(result.paths)
+        metas = {info.path: self._file_meta(info, row, report) for info, row, _, _ in inserts}
+        metas.update({info.path: self._file_meta(info, row, report) for row, info in moves + touched})
+        caption_vecs = self._embed_captions([m.caption for m in metas.values() if m is not None])
+        new_ids: list[int] = []
+        new_vecs: list[np.ndarray] = []
+        with self._store.transaction():
+            for row, info in moves + touched:
+                self._store.update_file(row.id, info.path, info.size, info.mtime_ns)
+                self._apply_meta(row.id, metas[info.path], caption_vecs)
+            for info, row, sha, src in inserts:
+                vector = embedded.get(info.abspath) if src is None else self._store.vectors([src], self.dim)[0]
+                meta = metas[info.path]
+                carried = self._store.metadata_of(row.id) if row is not None else None
+                if row is not None:
+                    self._store.delete([row.id])
+                    drop.append(row.id)
+                if vector is None:
+                    continue  # unreadable: listed in failures by encode_files
+                caption, tags, cvec, side = carried if (meta is None and carried) else (None, [], None, None)
+                if meta is not None:
+                    caption, tags, side = meta.caption, meta.tags, meta.sidecar_mtime_ns
+                    cvec = caption_vecs.get(caption) if caption else None
+                new_ids.append(self._store.insert(NewItem(info.path, info.size, info.mtime_ns, sha, vector,
+                                                          caption, tags, cvec, side)))
+                new_vecs.append(vector)
+                report.added += row is None
+                report.updated += row is not None
+                report.reused += src is not None
+            self._store.delete(drop)
+            self._store.bump()
+        report.unchanged += len(touched)
+        report.moved += len(moves)
+        report.reused += len(moves)
+        self._vectors.remove(drop)
+        if new_ids:
+            self._vectors.add(np.array(new_ids, np.int64), np.stack(new_vecs))
+
+    def _finish_add(self, unchanged: list[tuple[Row, FileInfo]], gone: list[Row], report: AddReport) -> None:
+        """Re-read changed sidecars of unchanged files, drop the gone files, write the FAISS cache."""
+        metas = {row.id: m for row, info in unchanged
+                 if info.sidecar_mtime_ns != row.sidecar_mtime_ns
+                 and (m := self._file_meta(info, row, report, force=True)) is not None}
+        caption_vecs = self._embed_captions([m.caption for m in metas.values()])
+        with self._store.transaction():
+            for item_id, meta in metas.items():
+                self._apply_meta(item_id, meta, caption_vecs)
+            self._store.delete(row.id for row in gone)
+            self._store.bump()
+        report.unchanged += len(unchanged)
+        report.removed += len(gone)
+        self._vectors.remove(row.id for row in gone)
+        self._save_vectors()
+
+    def _file_meta(self, info: FileInfo, row: Row | None, report: AddReport, force: bool = False) -> _Meta | None:
+        """Caption and tags from the file's sidecars when they are new or changed; None to keep what the row has
+        (a caption set through the API stays until its sidecar changes)."""
+        if row is not None and not force and info.sidecar_mtime_ns == row.sidecar_mtime_ns:
+            return None
+        if not info.sidecars and row is None:
+            return None
+        try:
+            caption, tags = read_sidecars(info)
+        except SidecarError as e:
+            report.warnings.append(str(e))
+            return None
+        return _Meta(caption, tags, info.sidecar_mtime_ns)
+
+    def _embed_captions(self, captions: list[str | None]) -> dict[str, np.ndarray]:
+        texts = sorted({c for c in captions if c})
+        return dict(zip(texts, self.encoder.encode_text(texts))) if texts else {}
+
+    def _apply_meta(self, item_id: int, meta: _Meta | None, caption_vecs: dict[str, np.ndarray]) -> None:
+        if meta is None:
+            return
+        self._store.set_caption(item_id, meta.caption, caption_vecs.get(meta.caption) if meta.caption else None)
+        self._store.set_tags(item_id, meta.tags)
+        self._store.set_sidecar_mtime(item_id, meta.sidecar_mtime_ns)
+
+    def remove(self, path_or_glob: str | Path) -> int:
+        """Remove items by path, folder or glob (relative to the root, or absolute inside it); how many went."""
+        self._check_writable("remove")
+        pattern = self._relative_pattern(path_or_glob)
+        ids = sorted(set(self._store.paths_matching(pattern).values()))
+        if ids:
+            with self._store.transaction():
+                self._store.delete(ids)
+                self._store.bump()
+            self._vectors.remove(ids)
+            self._save_vectors()
+        return len(ids)
+
+    def set_caption(self, path: str | Path, caption: str | None) -> None:
+        """Set (or clear) an item's caption and embed it; it stays until the item's sidecar file changes."""
+        self._check_writable("set a caption in")
+        item_id = self._id_of(path)
+        caption = caption.strip() if caption and caption.strip() else None
+        vector = self.encoder.encode_text([caption])[0] if caption else None
+        with self._store.transaction():
+            self._store.set_caption(item_id, caption, vector)
+            self._store.bump()
+
+    def set_tags(self, path: str | Path, tags: Sequence[str]) -> None:
+        """Replace an item's tags; they stay until the item's sidecar file changes."""
+        self._check_writable("set tags in")
+        if isinstance(tags, str):
+            raise UsageError("set_tags takes a list of tags, not one string")
+        item_id = self._id_of(path)
+        with self._store.transaction():
+            self._store.set_tags(item_id, clean_tags(tags))
+            self._store.bump()
+
+    def add_embeddings(self, paths: Sequence[str | Path], vectors: np.ndarray) -> list[int]:
+        """Index files under the root with vectors computed elsewhere by this index's model (``clipworks embed``),
+        without embedding them again; their stat and hash are read now. Returns the new ids."""
+        self._check_writable("add to")
+        vectors = np.asarray(vectors, dtype=np.float32)
+        if vectors.shape != (len(paths), self.dim):
+            raise UsageError(f"add_embeddings: vectors of shape {vectors.shape} for {len(paths)} paths; this index "
+                             f"holds {self.dim}-d vectors")
+        files = [self.root / self._relative_pattern(p) for p in paths]
+        hashes = hash_files(files)
+        ids: list[int] = []
+        with self._store.transaction():
+            for f, sha, v in zip(files, hashes, vectors):
+                if isinstance(sha, OSError):
+                    raise MissingFileError(f"{f}: cannot read: {sha.strerror or sha}")
+                st = f.stat()
+                old = self._store.row(f.relative_to(self.root).as_posix())
+                if old is not None:
+                    self._store.delete([old.id])
+                    self._vectors.remove([old.id])
+                ids.append(self._store.insert(NewItem(f.relative_to(self.root).as_posix(), st.st_size,
+                                                      st.st_mtime_ns, sha, v)))
+            self._store.bump()
+        self._vectors.add(np.array(ids, np.int64), vectors)
+        self._save_vectors()
+        return ids
+
+    # -- internals -------------------------------------------------------------------------------------------
+    def _check_writable(self, what: str) -> None:
+        if not self.writable:
+            raise UsageError(f"index {self.path} was opened read-only; open it with writable=True to {what} it")
+
+    def _record_root(self) -> None:
+        """After a move, record where the root is now (both ways of finding it), so the next move works too."""
+        if not self.root.is_dir():
+            return
+        now = {"root": _relative_root(self.root, self.path.absolute()), "root_abs": str(self.root.resolve())}
+        if any(self._meta.get(k) != v for k, v in now.items()):
+            with self._store.transaction():
+                self._store.set_meta(**now)
+            self._meta.update(now)
+
+    def _existing_root(self) -> Path:
+        if not self.root.is_dir():
+            raise MissingFileError(f"the indexed folder {self.root} is not there (recorded as "
+                                   f"{self._meta['root']!r} relative to {self.path}, or {self._meta['root_abs']})")
+        return self.root
+
+    def _inside_root(self, folder: Path) -> Path:
+        if not folder.is_dir():
+            raise MissingFileError(f"folder {folder} does not exist")
+        resolved = folder.resolve()
+        if resolved != self.root.resolve() and self.root.resolve() not in resolved.parents:
+            raise UsageError(f"{folder} is not inside the indexed folder {self.root}; an index covers one folder")
+        return self.root / resolved.relative_to(self.root.resolve())
+
+    def _relative_pattern(self, path: str | Path) -> str:
+        p = Path(path)
+        if p.is_absolute():
+            for base in (self.root, self.root.resolve()):
+                try:
+                    return p.relative_to(base).as_posix()
+                except ValueError:
+                    pass
+            raise UsageError(f"{p} is not inside the indexed folder {self.root}")
+        return p.as_posix()
+
+    def _id_of(self, path: str | Path) -> int:
+        rel = self._relative_pattern(path)
+        row = self._store.row(rel)
+        if row is None:
+            raise MissingFileError(f"{rel} is not in the index {self.path}")
+        return row.id
+
+    def _load_vectors(self) -> VectorIndex:
+        cache = self.path / CACHE_NAME
+        loaded = VectorIndex.load(cache, self.kind, self.dim, self.options)
+        vectors = loaded or VectorIndex(self.kind, self.dim, self.options)
+        changed = vectors.sync(self._store.all_ids(), lambda ids: self.vectors(ids))
+        if self.writable and (loaded is None or changed):
+            self._save_vectors(vectors)
+        return vectors
+
+    def _save_vectors(self, vectors: VectorIndex | None = None) -> None:
+        vectors = vectors or self._vectors
+        vectors.maybe_train()
+        vectors.save(self.path / CACHE_NAME)
+
+
+def _lock(index_dir: Path) -> Any:
+    """An exclusive lock for one writer at a time (released by the OS if the process dies)."""
+    handle = open(index_dir / LOCK_NAME, "a+")
+    try:
+        import fcntl
+
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except ImportError:  # no fcntl (Windows): SQLite's own locking still keeps the database consistent
+        pass
+    except BlockingIOError:
+        handle.close()
+        raise UsageError(f"another process is writing to the index {index_dir}; try again when it is done") from None
+    return handle
+
+
+def _relative_root(root: Path, index_dir: Path) -> str:
+    try:
+        return Path(os.path.relpath(root.resolve(), index_dir.resolve())).as_posix()
+    except ValueError:  # another drive (Windows): only an absolute path can name it
+        return str(root.resolve())
+
+
+def _resolve_root(index_dir: Path, meta: dict[str, Any]) -> Path:
+    """The root relative to the index folder (they moved together), else where it was (the index moved alone)."""
+    relative = Path(os.path.normpath(index_dir.absolute() / meta["root"]))
+    if relative.is_dir() or not Path(meta["root_abs"]).is_dir():
+        return relative
+    return Path(meta["root_abs"])
+
+
+def _iso(seconds: float) -> str:
+    return datetime.fromtimestamp(seconds, tz=timezone.utc).isoformat(timespec="seconds")
