@@ -540,3 +540,19 @@ def test_cli_real_command_pipes_paths(index):
     assert r.returncode == 0, r.stderr
     lines = r.stdout.splitlines()
     assert len(lines) == 2 and all(Path(p).is_file() for p in lines)
+
+
+def test_cli_duplicates(copies, tmp_path):
+    r = _run("index", "duplicates", copies.path, "--threshold", "0.995", "--json")
+    assert r.exit_code == 0, r.stderr
+    data = json.loads(r.stdout)
+    assert [[m["path"] for m in g] for g in data["groups"]] == [
+        ["rocket-big.jpg", "rocket.jpg", "sub/rocket-small.png"], ["astronaut.jpg", "sub/astronaut copy.jpg"]]
+    assert all(Path(m["file"]).is_file() for g in data["groups"] for m in g)
+    r = _run("index", "duplicates", copies.path, "--threshold", "0.995")
+    assert r.exit_code == 0 and "2 near-duplicate groups" in r.stdout and "astronaut copy.jpg" in r.stdout
+    sheet = tmp_path / "dups.html"
+    r = _run("index", "duplicates", copies.path, "--threshold", "0.995", "--html", sheet)
+    assert r.exit_code == 0 and sheet.read_text().count("data:image/jpeg;base64,") == 5
+    r = _run("index", "duplicates", copies.path, "--threshold", "2")
+    assert r.exit_code != 0
