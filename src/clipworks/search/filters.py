@@ -54,7 +54,7 @@ def parse_size(value: str | int, what: str = "size") -> int:
         base = 1024 if m.group(3) else 1000
         if m.group(3) and not m.group(2):
             raise UsageError(f"{what}: {value!r} is not a size ('i' needs a unit: KiB, MiB…)")
-        n = int(round(float(m.group(1)) * base ** _POWERS[m.group(2).lower()]))
+        n = round(float(m.group(1)) * base ** _POWERS[m.group(2).lower()])
     if n < 0:
         raise UsageError(f"{what}: {value!r} is negative")
     return n

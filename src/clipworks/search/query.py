@@ -36,8 +36,8 @@ from ..image.decode import IMAGE_SUFFIXES, ImageError, load_image
 if TYPE_CHECKING:
     from ..encoder import Encoder
 
-TermValue = Union[str, Path, Image.Image]
-QueryLike = Union[str, Path, Image.Image, Sequence[Union["QueryTerm", tuple[float, TermValue]]]]
+TermValue = str | Path | Image.Image
+QueryLike = Union[str, Path, Image.Image, Sequence[Union["QueryTerm", tuple[float, TermValue]]]]  # noqa: UP007
 
 _WEIGHT = re.compile(r"(\d+(?:\.\d*)?|\.\d+)\s*\*\s*")
 _QUOTES = "\"'"

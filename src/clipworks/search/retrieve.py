@@ -80,7 +80,7 @@ class Page:
         """Why the page is shorter than ``k`` (past the end of the ranking), or None."""
         if len(self.hits) == self.k:
             return None
-        what = "candidates" if self.filters else "items"
+        what = "captioned items" if self.target == "captions" else "candidates" if self.filters else "items"
         if not self.hits:
             return f"no hits: offset {self.offset} is at or past the end ({self.total} {what})"
         return (f"only {len(self.hits)} of the {self.k} hits asked for: ranks {self.offset + 1}–{self.end} "
