@@ -253,8 +253,14 @@ def test_remove_by_path_folder_and_glob(built, image_dir):
     with pytest.raises(UsageError, match="not inside the indexed folder"):
         built.remove(image_dir.parent / "x.jpg")
     built.close()
-    with Index.open(built.path) as reopened:
+    with Index.open(built.path, writable=True) as reopened:
         assert len(reopened) == 0 and reopened._vectors.size == 0
+        assert reopened.excluded == ["1_coffee.jpg", "sub", "*_*.jpg"]
+        report = reopened.add()  # removed files still in the folder stay out ...
+        assert report.excluded == 4 and report.added == 0 and len(reopened) == 0
+        assert reopened.include("sub") and not reopened.include("sub")
+        assert reopened.add().added == 1  # ... until their pattern is included again
+        assert reopened.remove("sub/rocket.png", exclude=False) == 1 and reopened.add().added == 1
 
 
 def test_one_index_one_model(tmp_path, built, tiny_sigmoid_checkpoint, tiny_checkpoint):
@@ -362,6 +368,10 @@ def test_cli_build_add_remove_info(tmp_path, image_dir, tiny_checkpoint):
     assert "1 added" in r.stdout and "4 unchanged" in r.stdout
     r = runner.invoke(app, ["index", "remove", str(idx), "*.png"])
     assert r.exit_code == 0 and "removed 2" in r.stdout
+    r = runner.invoke(app, ["index", "add", str(idx)])
+    assert "0 added" in r.stdout and "4 excluded" in r.stdout  # the two unreadable .png too
+    r = runner.invoke(app, ["index", "add", str(idx), "--include", "*.gif"])
+    assert r.exit_code == 1 and "excluded: *.png" in r.stderr
     r = runner.invoke(app, ["index", "remove", str(idx), "*.gif"])
     assert r.exit_code == 1 and "nothing" in r.stderr
     r = runner.invoke(app, ["index", "info", str(idx), "--json"])
@@ -378,5 +388,5 @@ def test_cli_build_add_remove_info(tmp_path, image_dir, tiny_checkpoint):
     src = str(Path(clipworks.__file__).resolve().parents[1])
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [src, os.environ.get("PYTHONPATH")]))}
     done = subprocess.run([sys.executable, "-m", "clipworks", "index", "info", str(idx)], capture_output=True,
-                          text=True, env=env)
+                          text=True, env=env, check=False)
     assert done.returncode == 0 and "flat" in done.stdout and "3" in done.stdout

@@ -88,14 +88,19 @@ def add(
     index: IndexArg,
     directory: Annotated[Path | None, typer.Argument(help="A folder inside the indexed one (default: all of it).",
                                                      show_default=False)] = None,
+    include: Annotated[list[str] | None, typer.Option("--include", help="Index again files that `index remove` "
+                                                      "excluded (give the pattern it was given).")] = None,
     batch_size: BatchArg = 64,
     device: DeviceArg = "cpu",
     workers: WorkersArg = 2,
 ) -> None:
     """Bring the index up to date: embed new and changed images, follow moved ones, drop gone ones."""
-    with user_errors():
-        with Index.open(index, writable=True, device=device, batch_size=batch_size) as idx:
-            _print_report(idx, _add(idx, directory, workers))
+    with user_errors(), Index.open(index, writable=True, device=device, batch_size=batch_size) as idx:
+        for pattern in include or []:
+            if not idx.include(pattern):
+                raise UsageError(f"--include {pattern!r}: not an excluded pattern of {index} "
+                                 f"(excluded: {', '.join(idx.excluded) or 'none'})")
+        _print_report(idx, _add(idx, directory, workers))
 
 
 @app.command("remove")
@@ -103,14 +108,15 @@ def remove(
     index: IndexArg,
     path: Annotated[str, typer.Argument(help="A path, folder or glob (quote it) relative to the indexed folder, or "
                                              "an absolute path inside it.", show_default=False)],
+    exclude: Annotated[bool, typer.Option("--exclude/--no-exclude", help="Keep these files out of later `index "
+                                          "add`s (lift with `index add --include PATTERN`).")] = True,
 ) -> None:
     """Remove items from the index (the files are not touched)."""
-    with user_errors():
-        with Index.open(index, writable=True) as idx:
-            removed = idx.remove(path)
-            if not removed:
-                raise UsageError(f"nothing in {index} matches {path!r} (paths are relative to {idx.root})")
-            out.print(f"removed {removed} item(s); {len(idx)} left", highlight=False)
+    with user_errors(), Index.open(index, writable=True) as idx:
+        removed = idx.remove(path, exclude=exclude)
+        if not removed:
+            raise UsageError(f"nothing in {index} matches {path!r} (paths are relative to {idx.root})")
+        out.print(f"removed {removed} item(s); {len(idx)} left", highlight=False)
 
 
 @app.command("info")
@@ -119,9 +125,8 @@ def info(
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
 ) -> None:
     """What an index holds: model, kind, item count, root folder, sizes, dates."""
-    with user_errors():
-        with Index.open(index) as idx:
-            data = idx.info()
+    with user_errors(), Index.open(index) as idx:
+        data = idx.info()
     if as_json:
         print(json.dumps(data, indent=2))
         return

@@ -5,8 +5,9 @@ An index folder holds ``index.sqlite`` (metadata and vectors, the source of trut
 ``ModelRef`` and config of the encoder that made its vectors and refuses another one, naming both.
 
 Crash safety: ``add`` commits rows and their vectors together in SQLite transactions of ``commit_every`` files;
-the FAISS file is rewritten whole (atomic rename) at the end. A process killed at any point leaves a database
-whose rows and vectors agree; ``open`` brings the FAISS cache to the database's id set, and the next ``add``
+the FAISS file is rewritten whole (atomic rename) at the end, or left a few changes behind (``CACHE_SLACK``).
+A process killed at any point leaves a database whose rows and vectors agree; ``open`` brings the FAISS cache
+to the database's id set (adds the missing ids' vectors from SQLite, drops the extra ones), and the next ``add``
 finds the files not yet committed as new (or changed) and embeds them.
 
 Portable: paths are stored relative to the root, and the root relative to the index folder, so moving both
@@ -19,9 +20,9 @@ import os
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import numpy as np
 
@@ -29,12 +30,13 @@ from ..encoder import Encoder, ModelRef
 from ..errors import MissingFileError, UsageError
 from ..fileio import atomic_dir
 from ..progress import Progress
-from .scan import FileInfo, SidecarError, clean_tags, hash_files, read_sidecars, scan
-from .store import DB_NAME, FORMAT, FORMAT_VERSION, Item, NewItem, Row, Store
+from .scan import FileInfo, SidecarError, clean_tags, hash_files, matches, read_sidecars, scan
+from .store import DB_NAME, FORMAT, Item, NewItem, Row, Store
 from .vectors import VectorIndex, check_options
 
 CACHE_NAME = "vectors.faiss"
 LOCK_NAME = ".lock"
+CACHE_SLACK = 256  # changes the FAISS file may lag the database by (per thousand items beyond 256k)
 EXACT_LIMIT = 65536  # restricted searches over at most this many candidates are exact, whatever the kind
 
 
@@ -48,6 +50,7 @@ class AddReport:
     moved: int = 0
     unchanged: int = 0
     removed: int = 0
+    excluded: int = 0
     embedded: int = 0
     reused: int = 0
     failures: list[tuple[Path, str]] = field(default_factory=list)
@@ -59,8 +62,9 @@ class AddReport:
         return len(self.failures)
 
     def __str__(self) -> str:
+        excluded = f", {self.excluded} excluded" if self.excluded else ""
         return (f"{self.added} added, {self.updated} updated, {self.moved} moved, {self.unchanged} unchanged, "
-                f"{self.removed} removed, {self.failed} failed ({self.embedded} embedded, {self.reused} vectors "
+                f"{self.removed} removed{excluded}, {self.failed} failed ({self.embedded} embedded, {self.reused} vectors "
                 f"reused) in {self.seconds:.1f}s")
 
 
@@ -152,10 +156,10 @@ class Index:
             self._lock.close()
             self._lock = None
 
-    def __enter__(self) -> Index:
+    def __enter__(self) -> Self:
         return self
 
-    def __exit__(self, *exc: Any) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
     def __len__(self) -> int:
@@ -251,7 +255,7 @@ class Index:
         out = {
             "path": str(self.path), "root": str(self.root), "model": self.ref.describe(),
             "model_ref": self.ref.to_dict(), "dim": self.dim, "kind": self.kind, "options": self.options,
-            "count": len(self), "captions": self._store.caption_count(), "format": FORMAT,
+            "count": len(self), "captions": self._store.caption_count(), "excluded": self.excluded, "format": FORMAT,
             "format_version": meta["format_version"], "created": _iso(meta["created"]), "updated": _iso(meta["updated"]),
             "sizes": {"database_bytes": db_bytes, "faiss_bytes": cache_bytes, "total_bytes": db_bytes + cache_bytes},
         }
@@ -275,8 +279,11 @@ class Index:
         folder = root if directory is None else self._inside_root(Path(directory))
         scope = "" if folder == root else folder.relative_to(root).as_posix()
         files, scan_failures = scan(root, folder, skip=self.path)
+        excluded = self.excluded
+        kept = {rel: info for rel, info in files.items() if not any(matches(rel, p) for p in excluded)}
+        n_excluded, files = len(files) - len(kept), kept
         rows = self._store.rows_under(scope)
-        report = AddReport(failures=list(scan_failures))
+        report = AddReport(failures=list(scan_failures), excluded=n_excluded)
         unchanged: list[tuple[Row, FileInfo]] = []
         changed: list[FileInfo] = []
         for rel, info in files.items():
@@ -407,18 +414,41 @@ class Index:
         self._store.set_tags(item_id, meta.tags)
         self._store.set_sidecar_mtime(item_id, meta.sidecar_mtime_ns)
 
-    def remove(self, path_or_glob: str | Path) -> int:
-        """Remove items by path, folder or glob (relative to the root, or absolute inside it); how many went."""
+    def remove(self, path_or_glob: str | Path, exclude: bool = True) -> int:
+        """Remove items by path, folder or glob (relative to the root, or absolute inside it); how many went.
+
+        With ``exclude`` (the default) the pattern is also recorded so that later ``add``s do not index those
+        files again while they are still in the folder; ``include(pattern)`` lifts it."""
         self._check_writable("remove")
         pattern = self._relative_pattern(path_or_glob)
         ids = sorted(set(self._store.paths_matching(pattern).values()))
-        if ids:
+        keep_out = exclude and bool(ids) and pattern not in self.excluded
+        if ids or keep_out:
             with self._store.transaction():
                 self._store.delete(ids)
+                if keep_out:
+                    self._store.set_meta(excluded=[*self.excluded, pattern])
                 self._store.bump()
             self._vectors.remove(ids)
             self._save_vectors()
         return len(ids)
+
+    @property
+    def excluded(self) -> list[str]:
+        """Patterns removed with ``remove`` that ``add`` skips."""
+        return list(self._store.meta().get("excluded", []))
+
+    def include(self, pattern: str | Path) -> bool:
+        """Lift an exclusion ``remove`` recorded, so the next ``add`` indexes those files again; False if there
+        was none."""
+        self._check_writable("change exclusions of")
+        pattern = self._relative_pattern(pattern)
+        if pattern not in self.excluded:
+            return False
+        with self._store.transaction():
+            self._store.set_meta(excluded=[p for p in self.excluded if p != pattern])
+            self._store.bump()
+        return True
 
     def set_caption(self, path: str | Path, caption: str | None) -> None:
         """Set (or clear) an item's caption and embed it; it stays until the item's sidecar file changes."""
@@ -516,22 +546,30 @@ class Index:
 
     def _load_vectors(self) -> VectorIndex:
         cache = self.path / CACHE_NAME
-        loaded = VectorIndex.load(cache, self.kind, self.dim, self.options)
-        vectors = loaded or VectorIndex(self.kind, self.dim, self.options)
-        changed = vectors.sync(self._store.all_ids(), lambda ids: self.vectors(ids))
-        if self.writable and (loaded is None or changed):
+        if self.writable:  # a process killed while writing the cache leaves its temp file behind
+            for stale in self.path.glob(f".{CACHE_NAME}.tmp-*"):
+                stale.unlink(missing_ok=True)
+        vectors = VectorIndex.load(cache, self.kind, self.dim, self.options)
+        if vectors is None:
+            vectors = VectorIndex(self.kind, self.dim, self.options)
+            cache.unlink(missing_ok=True)  # unreadable or of another kind: rebuilt below, written when writable
+        vectors.sync(self._store.all_ids(), lambda ids: self.vectors(ids))
+        if self.writable:
             self._save_vectors(vectors)
         return vectors
 
     def _save_vectors(self, vectors: VectorIndex | None = None) -> None:
+        """Write the FAISS cache when it is missing, was just trained, or lags the database by more than a few
+        changes (``open`` patches those from SQLite, which is cheaper than rewriting a big index each time)."""
         vectors = vectors or self._vectors
-        vectors.maybe_train()
-        vectors.save(self.path / CACHE_NAME)
-
+        cache = self.path / CACHE_NAME
+        slack = max(CACHE_SLACK, vectors.size // 1000)
+        if vectors.maybe_train() or not cache.is_file() or vectors.unsaved > slack:
+            vectors.save(cache)
 
 def _lock(index_dir: Path) -> Any:
     """An exclusive lock for one writer at a time (released by the OS if the process dies)."""
-    handle = open(index_dir / LOCK_NAME, "a+")
+    handle = open(index_dir / LOCK_NAME, "a+")  # noqa: SIM115 (held open for the index's lifetime)
     try:
         import fcntl
 
@@ -560,4 +598,4 @@ def _resolve_root(index_dir: Path, meta: dict[str, Any]) -> Path:
 
 
 def _iso(seconds: float) -> str:
-    return datetime.fromtimestamp(seconds, tz=timezone.utc).isoformat(timespec="seconds")
+    return datetime.fromtimestamp(seconds, tz=UTC).isoformat(timespec="seconds")

@@ -7,6 +7,7 @@ ignored). When both give a caption the ``.txt`` wins. Hidden files and folders (
 
 from __future__ import annotations
 
+import fnmatch
 import hashlib
 import json
 import os
@@ -71,6 +72,13 @@ def scan(root: Path, folder: Path, skip: Path | None = None) -> tuple[dict[str, 
             rel = Path(entry.path).relative_to(root).as_posix()
             files[rel] = FileInfo(rel, Path(entry.path), st.st_size, st.st_mtime_ns, sidecars, side_mtime)
     return files, failures
+
+
+def matches(path: str, pattern: str) -> bool:
+    """``path`` (relative, '/'-separated) is ``pattern``, lies under it as a folder, or matches it as a glob
+    (``*`` and ``?`` also match '/', ``[…]`` a set of characters)."""
+    folder = pattern.rstrip("/")
+    return path == pattern or (bool(folder) and path.startswith(folder + "/")) or fnmatch.fnmatchcase(path, pattern)
 
 
 def read_sidecars(info: FileInfo) -> tuple[str | None, list[str]]:

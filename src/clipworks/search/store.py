@@ -8,7 +8,8 @@ Schema (``FORMAT_VERSION`` 1) — the query side may run SQL on ``items`` and ``
 
 ``meta(key TEXT PRIMARY KEY, value TEXT)``
     format, format_version, model (ModelRef JSON), model_config (JSON), dim, kind, options (JSON),
-    root (relative to the index folder when possible), root_abs, created, updated (unix seconds), generation.
+    root (relative to the index folder when possible), root_abs, created, updated (unix seconds), generation,
+    excluded (patterns ``remove`` keeps out of later ``add``s).
 ``items`` — one row per indexed image file
     ``id`` INTEGER PRIMARY KEY AUTOINCREMENT (never reused: a FAISS id),
     ``path`` TEXT UNIQUE (relative to the root, '/'-separated), ``size`` INTEGER (bytes),
@@ -227,15 +228,17 @@ class Store:
         return [r[0] for r in self.conn.execute("SELECT id FROM items WHERE sha256 = ? ORDER BY id", (sha256,))]
 
     def paths_matching(self, pattern: str) -> dict[str, int]:
-        """``path → id`` for paths equal to ``pattern`` or matching it as a glob (``*``, ``?``, ``[…]``; ``*``
-        crosses folders) or lying under it as a folder."""
-        out = dict(self.conn.execute("SELECT path, id FROM items WHERE path = ? OR path GLOB ?", (pattern, pattern)))
-        prefix = pattern.rstrip("/")
-        out.update(self.rows_ids_under(prefix) if prefix else {})
-        return out
+        """``path → id`` for the paths ``scan.matches(path, pattern)``: equal, under it as a folder, or a glob."""
+        from .scan import matches
 
-    def rows_ids_under(self, prefix: str) -> dict[str, int]:
-        return {path: row.id for path, row in self.rows_under(prefix).items()}
+        if any(c in pattern for c in "*?["):
+            rows = self.conn.execute("SELECT path, id FROM items")
+            return {path: item_id for path, item_id in rows if matches(path, pattern)}
+        out = dict(self.conn.execute("SELECT path, id FROM items WHERE path = ?", (pattern,)))
+        prefix = pattern.rstrip("/")
+        if prefix:
+            out.update({path: row.id for path, row in self.rows_under(prefix).items()})
+        return out
 
     def items(self, ids: Sequence[int]) -> list[Item]:
         """Items in the order of ``ids``; an unknown id raises KeyError naming it."""

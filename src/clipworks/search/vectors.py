@@ -67,6 +67,7 @@ class VectorIndex:
         self.index = index if index is not None else self._empty()
         self.tombstones: set[int] = set()
         self._ids: np.ndarray | None = None  # ids() cached until the next change
+        self.unsaved = 0  # vectors added or removed since the index was loaded or saved
 
     # -- construction ----------------------------------------------------------------------------------------
     def _empty(self) -> Any:
@@ -145,6 +146,7 @@ class VectorIndex:
         ids = np.asarray(ids, dtype=np.int64)
         vectors = np.ascontiguousarray(vectors, dtype=np.float32).reshape(len(ids), self.dim)
         self._ids = None
+        self.unsaved += len(ids)
         self.index.add_with_ids(vectors, ids)
 
     def remove(self, ids: Iterable[int]) -> None:
@@ -152,6 +154,7 @@ class VectorIndex:
         if len(ids) == 0:
             return
         self._ids = None
+        self.unsaved += len(ids)
         if self.kind == "hnsw":
             self.tombstones.update(ids.tolist())
             if len(self.tombstones) > REBUILD_FRACTION * max(1, self.index.ntotal):
@@ -223,6 +226,7 @@ class VectorIndex:
         faiss = _faiss()
         with atomic_file(path) as tmp:
             faiss.write_index(self.index, str(tmp))
+        self.unsaved = 0
 
     @classmethod
     def load(cls, path: Path, kind: str, dim: int, options: dict[str, Any]) -> VectorIndex | None:
