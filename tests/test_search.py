@@ -557,3 +557,17 @@ def test_cli_duplicates(copies, tmp_path):
     assert r.exit_code == 0 and sheet.read_text().count("data:image/jpeg;base64,") == 5
     r = _run("index", "duplicates", copies.path, "--threshold", "2")
     assert r.exit_code != 0
+
+
+def test_hnsw_index_gives_the_same_pages_and_groups(index, library, tiny_encoder, tmp_path):
+    """Through an HNSW index (exact at this size) search, filters, captions and duplicates agree with flat."""
+    from clipworks.search import Index, duplicates, search
+
+    with Index.create(tmp_path / "hnsw", library, tiny_encoder, kind="hnsw") as hnsw:
+        hnsw.add()
+        for kwargs in ({"k": 4}, {"k": 3, "offset": 2}, {"filters": {"tag": "pet"}}, {"target": "captions"}):
+            want = search(index, "a cat", **kwargs)
+            got = search(hnsw, "a cat", **kwargs)
+            assert [h.path for h in got.hits] == [h.path for h in want.hits] and got.total == want.total, kwargs
+        by_path = [[it.path for it in g] for g in duplicates(hnsw, 0.97)]
+        assert by_path and by_path == [[it.path for it in g] for g in duplicates(index, 0.97)]
