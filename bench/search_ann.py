@@ -96,7 +96,7 @@ def main() -> None:
     p.add_argument("--M", type=int, default=32, help="HNSW links per node (the index's default)")
     p.add_argument("--ef-construction", type=int, default=200, help="the index's default")
     p.add_argument("--ef", default="64,128,256,512,1024", help="HNSW efSearch values to sweep")
-    p.add_argument("--nlist", type=int, default=None, help="IVF lists (default 4·√n, rounded)")
+    p.add_argument("--nlist", type=int, default=None, help="IVF lists (default √n: k-means on 2 cores stays short)")
     p.add_argument("--nprobe", default="8,16,32,64,128,256", help="IVF nprobe values to sweep")
     p.add_argument("--threads", type=int, default=min(2, os.cpu_count() or 1), help="threads to build with")
     p.add_argument("--query-threads", type=int, default=1,
@@ -148,10 +148,11 @@ def main() -> None:
         del hnsw
 
     if args.million:
-        nlist = args.nlist or int(4 * np.sqrt(n))
+        nlist = args.nlist or int(np.sqrt(n))
         t = time.perf_counter()
         ivf = faiss.IndexIVFFlat(faiss.IndexFlatIP(args.dim), args.dim, nlist, faiss.METRIC_INNER_PRODUCT)
-        train = base[np.random.default_rng(1).choice(n, size=min(n, 40 * nlist), replace=False)]
+        ivf.cp.niter = 10
+        train = base[np.random.default_rng(1).choice(n, size=min(n, 39 * nlist), replace=False)]
         ivf.train(train)
         del train
         ivf.add(base)
