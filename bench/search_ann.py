@@ -3,8 +3,9 @@
     python bench/search_ann.py                      # 100k random unit 512-d vectors: flat vs HNSW (the index's
                                                     # vector layer, its default M=32, ef_construction=200)
     python bench/search_ann.py --data clustered     # the same on clustered vectors (like real embeddings)
-    python bench/search_ann.py --million            # 1M × 512: flat vs IVF-Flat (nlist, nprobe sweep) and,
-                                                    # with --hnsw-million, HNSW (a long build on few cores)
+    python bench/search_ann.py --million            # 1M × 512: flat vs IVF-Flat and IVF-PQ (the index's ivfpq
+                                                    # m, no re-ranking), nprobe sweep; with --hnsw-million also
+                                                    # HNSW (a long build on few cores)
 
 Recall@10 is |approx top-10 ∩ exact top-10| / 10, averaged over the queries. Latency is per single-query call
 (what ``clipworks search`` does), measured after a warm-up. ``--data random`` draws every vector and query
@@ -91,7 +92,7 @@ def main() -> None:
     p.add_argument("--queries", type=int, default=200)
     p.add_argument("--k", type=int, default=10)
     p.add_argument("--data", choices=("random", "clustered"), default="random")
-    p.add_argument("--million", action="store_true", help="1M vectors: flat vs IVF-Flat (and HNSW with --hnsw-million)")
+    p.add_argument("--million", action="store_true", help="1M vectors: flat vs IVF-Flat/IVF-PQ (and HNSW with --hnsw-million)")
     p.add_argument("--hnsw-million", action="store_true", help="also build HNSW on 1M vectors (slow on 2 cores)")
     p.add_argument("--M", type=int, default=32, help="HNSW links per node (the index's default)")
     p.add_argument("--ef-construction", type=int, default=200, help="the index's default")
@@ -149,23 +150,30 @@ def main() -> None:
 
     if args.million:
         nlist = args.nlist or int(np.sqrt(n))
-        t = time.perf_counter()
-        ivf = faiss.IndexIVFFlat(faiss.IndexFlatIP(args.dim), args.dim, nlist, faiss.METRIC_INNER_PRODUCT)
-        ivf.cp.niter = 10
-        train = base[np.random.default_rng(1).choice(n, size=min(n, 39 * nlist), replace=False)]
-        ivf.train(train)
-        del train
-        ivf.add(base)
-        build = time.perf_counter() - t
-        print(f"IVF-Flat nlist={nlist}: trained and filled in {build:.1f} s", flush=True)
-        for nprobe in (int(v) for v in args.nprobe.split(",")):
-            ivf.nprobe = nprobe
-            found, sec = timed_queries(ivf.search, queries, args.k)
-            rec = recall(found, exact)
-            lines.append(row(f"IVF-Flat nlist={nlist} nprobe={nprobe}", rec, sec, build))
-            print(lines[-1], flush=True)
-            if rec >= 0.95:
-                best.append((f"IVF-Flat nlist={nlist} nprobe={nprobe}", rec, float(np.percentile(sec, 50))))
+        sample = base[np.random.default_rng(1).choice(n, size=min(n, 39 * nlist), replace=False)]
+        m = max(d for d in range(1, args.dim // 8 + 1) if args.dim % d == 0)  # the index's ivfpq default
+        for name, make in ((f"IVF-Flat nlist={nlist}", lambda: faiss.IndexIVFFlat(
+                                faiss.IndexFlatIP(args.dim), args.dim, nlist, faiss.METRIC_INNER_PRODUCT)),
+                           (f"IVF-PQ nlist={nlist} m={m}", lambda: faiss.IndexIVFPQ(
+                                faiss.IndexFlatIP(args.dim), args.dim, nlist, m, 8, faiss.METRIC_INNER_PRODUCT))):
+            t = time.perf_counter()
+            ivf = make()
+            ivf.cp.niter = 10
+            if hasattr(ivf, "pq"):
+                ivf.pq.cp.niter = 10
+            ivf.train(sample)
+            ivf.add(base)
+            build = time.perf_counter() - t
+            print(f"{name}: trained and filled in {build:.1f} s", flush=True)
+            for nprobe in (int(v) for v in args.nprobe.split(",")):
+                ivf.nprobe = nprobe
+                found, sec = timed_queries(ivf.search, queries, args.k)
+                rec = recall(found, exact)
+                lines.append(row(f"{name} nprobe={nprobe}", rec, sec, build))
+                print(lines[-1], flush=True)
+                if rec >= 0.95:
+                    best.append((f"{name} nprobe={nprobe}", rec, float(np.percentile(sec, 50))))
+            del ivf
 
     print(f"\n== {n} × {args.dim} {args.data} vectors, {args.queries} queries, top-{args.k}, "
           f"{args.threads} build / {args.query_threads} query threads ==")
