@@ -94,6 +94,7 @@ def main() -> None:
     p.add_argument("--data", choices=("random", "clustered"), default="random")
     p.add_argument("--million", action="store_true", help="1M vectors: flat vs IVF-Flat/IVF-PQ (and HNSW with --hnsw-million)")
     p.add_argument("--hnsw-million", action="store_true", help="also build HNSW on 1M vectors (slow on 2 cores)")
+    p.add_argument("--no-ivf", action="store_true", help="skip the IVF part of the --million run")
     p.add_argument("--M", type=int, default=32, help="HNSW links per node (the index's default)")
     p.add_argument("--ef-construction", type=int, default=200, help="the index's default")
     p.add_argument("--ef", default="64,128,256,512,1024", help="HNSW efSearch values to sweep")
@@ -148,7 +149,7 @@ def main() -> None:
                 best.append((f"HNSW M={args.M} ef={ef}", rec, float(np.percentile(sec, 50))))
         del hnsw
 
-    if args.million:
+    if args.million and not args.no_ivf:
         nlist = args.nlist or int(np.sqrt(n))
         sample = base[np.random.default_rng(1).choice(n, size=min(n, 39 * nlist), replace=False)]
         m = max(d for d in range(1, args.dim // 8 + 1) if args.dim % d == 0)  # the index's ivfpq default
