@@ -67,11 +67,11 @@ def search(
             raise UsageError("give a QUERY, --image FILE, or both")
         terms = parse_query(query) if query is not None else []
         terms += [QueryTerm(1.0, p) for p in image or []]
-        index = _open(index_dir, model, pretrained, device)
-        filters = Filters.parse(folder=folder, after=after, before=before, min_size=min_size, max_size=max_size,
-                                tags=tag or [], where=where or [], root=Path(index.root))
-        page = run_search(index, terms, k=k, offset=offset, filters=filters,
-                          target="captions" if captions else "images")
+        with _open(index_dir, model, pretrained, device) as index:
+            filters = Filters.parse(folder=folder, after=after, before=before, min_size=min_size,
+                                    max_size=max_size, tags=tag or [], where=where or [], root=Path(index.root))
+            page = run_search(index, terms, k=k, offset=offset, filters=filters,
+                              target="captions" if captions else "images")
         if paths:
             sys.stdout.write(render.paths(page))
         elif as_json:
@@ -101,9 +101,8 @@ def duplicates(
     from ..search.index import Index
 
     with user_errors():
-        index = Index.open(index_dir)
-        root = Path(index.root)
-        with progress_bar(len(index.all_ids()), "duplicates", show=not as_json) as progress:
+        with Index.open(index_dir) as index, progress_bar(len(index), "duplicates", show=not as_json) as progress:
+            root = Path(index.root)
             groups = find_duplicates(index, threshold, progress=progress)
         if as_json:
             data = {"threshold": threshold, "root": str(root), "groups": [
