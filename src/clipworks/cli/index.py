@@ -14,6 +14,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from ..errors import UsageError
 from ..search import AddReport, Index
+from . import search as search_cli
 from .common import BatchArg, DeviceArg, ModelArg, PretrainedArg, err, load_encoder, user_errors
 
 app = typer.Typer(no_args_is_help=True, add_completion=False,
@@ -135,3 +136,6 @@ def info(
         if key == "sizes":
             value = ", ".join(f"{k.removesuffix('_bytes')} {v / 1e6:.1f} MB" for k, v in value.items())
         out.print(f"[bold]{key:>14}[/bold]  {value}", highlight=False)
+
+
+app.command("duplicates")(search_cli.duplicates)  # the query side's command, in this group (cli/search.py)

@@ -4,8 +4,13 @@
 (combined queries, filters, paging, output formats) builds on ``Index.search_vectors`` and ``Index.items``.
 """
 
+from .duplicates import duplicates
+from .filters import FIELDS, Filters
 from .index import AddReport, Index
+from .query import QuerySyntaxError, QueryTerm, parse_query, query_vector
+from .retrieve import Hit, Page, search
 from .store import FORMAT_VERSION, IndexFormatError, Item
 from .vectors import KINDS, VectorIndex
 
-__all__ = ["FORMAT_VERSION", "KINDS", "AddReport", "Index", "IndexFormatError", "Item", "VectorIndex"]
+__all__ = ["FIELDS", "FORMAT_VERSION", "KINDS", "AddReport", "Filters", "Hit", "Index", "IndexFormatError", "Item",
+           "Page", "QuerySyntaxError", "QueryTerm", "VectorIndex", "duplicates", "parse_query", "query_vector", "search"]
