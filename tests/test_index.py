@@ -408,3 +408,29 @@ def test_add_embeddings_indexes_precomputed_vectors(tmp_path, image_dir, tiny_en
         report = index.add()  # the two files count as indexed: only the other two good ones are embedded
         assert (report.unchanged, report.added) == (2, 2) and sorted(spy.paths) == sorted(BAD + ["2_chelsea.jpg",
                                                                                                "rocket.png"])
+
+
+def test_ivfpq_search_reranks_with_stored_vectors(tmp_path, tiny_encoder):
+    """Quantised scores alone miss neighbours; re-scoring rerank·k candidates from the store finds them."""
+    rng = np.random.default_rng(3)
+    centres = rng.standard_normal((40, 64)).astype(np.float32)
+    x = centres[rng.integers(0, 40, 2400)] + 0.6 * rng.standard_normal((2400, 64)).astype(np.float32)
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    root = tmp_path / "files"
+    root.mkdir()
+    for i in range(len(x)):
+        (root / f"{i:05d}.bin").write_bytes(i.to_bytes(4, "little"))
+    q = x[:30] + 0.3 * rng.standard_normal((30, 64)).astype(np.float32)
+    recalls = {}
+    for rerank in (1, 10):
+        with Index.create(tmp_path / f"ivf{rerank}", root, tiny_encoder, kind="ivfpq", nlist=16, m=4, nbits=6,
+                          train_min=2000, rerank=rerank) as index:
+            ids = np.array(index.add_embeddings([f"{i:05d}.bin" for i in range(len(x))], x))
+            assert index._vectors.trained
+            scores, found = index.search_vectors(q, 10)
+            exact = ids[np.argsort(-(q @ x.T), axis=1, kind="stable")[:, :10]]
+            recalls[rerank] = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(found, exact)])
+            if rerank > 1:  # re-ranked scores are the exact inner products of the stored vectors
+                np.testing.assert_allclose(scores, np.einsum("md,mkd->mk", q, index.vectors(found.ravel()).reshape(
+                    30, 10, 64)), rtol=1e-5, atol=1e-6)
+    assert recalls[10] >= 0.85 and recalls[10] > recalls[1] + 0.2, recalls

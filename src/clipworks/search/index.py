@@ -200,6 +200,8 @@ class Index:
             scores, found = np.zeros((len(q), 0), np.float32), np.zeros((len(q), 0), np.int64)
         elif self._vectors.kind != "flat" and self._vectors.trained and cand is not None and len(cand) <= EXACT_LIMIT:
             scores, found = self._exact(q, cand, kk)
+        elif self._vectors.kind == "ivfpq" and self._vectors.trained and self._vectors.options["rerank"] > 1:
+            scores, found = self._reranked(q, kk, cand)
         else:
             scores, found = self._vectors.search(q, kk, cand)
             if (found < 0).any():  # an approximate search that could not reach k' candidates: no silent cap
@@ -217,6 +219,18 @@ class Index:
             if value < 1:
                 raise UsageError(f"{name} must be a positive integer, not {value}")
             self._vectors.options[name] = int(value)
+
+    def _reranked(self, q: np.ndarray, k: int, cand: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+        """IVF-PQ's ``rerank``·k best by their quantised scores, re-scored exactly from the stored vectors."""
+        wide = k * self._vectors.options["rerank"]
+        _, shortlist = self._vectors.search(q, wide, cand)
+        rows = []
+        for i, ids in enumerate(shortlist):
+            ids = ids[ids >= 0]
+            if len(ids) < k:  # the probed lists held too few candidates: no silent cap
+                ids = self._vectors.ids() if cand is None else cand
+            rows.append(self._exact(q[i : i + 1], ids, k))
+        return np.concatenate([r[0] for r in rows]), np.concatenate([r[1] for r in rows])
 
     def _exact(self, q: np.ndarray, cand: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         scores_all = q @ self.vectors(cand).T

@@ -14,7 +14,9 @@ Kinds:
 - ``ivfpq``: ``IndexIVFPQ`` with ``nlist`` (default ~4·√n at training), ``m`` sub-quantizers (default dim/8),
   ``nbits`` (8) and ``nprobe`` (16). Product quantizers need training data, so until ``train_min`` vectors exist
   (default ``max(10000, 39·nlist)``) the index is exact (a flat one) and is trained on all vectors, once, when
-  that many are there.
+  that many are there. Product-quantised scores alone rank poorly (recall@10 ≈ 0.35 on 1M clustered 512-d
+  vectors), so ``Index.search_vectors`` asks for ``rerank``·k candidates (default 10, faiss's ``IndexRefine``
+  k-factor) and re-scores them exactly with the vectors the store holds; ``rerank=1`` turns that off.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ REBUILD_FRACTION = 0.2
 _DEFAULTS: dict[str, dict[str, Any]] = {
     "flat": {},
     "hnsw": {"M": 32, "ef_construction": 200, "ef_search": 128},
-    "ivfpq": {"nlist": None, "m": None, "nbits": 8, "nprobe": 16, "train_min": None},
+    "ivfpq": {"nlist": None, "m": None, "nbits": 8, "nprobe": 16, "train_min": None, "rerank": 10},
 }
 
 
