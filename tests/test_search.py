@@ -515,6 +515,10 @@ def test_cli_refuses_another_model_and_bad_input(index, tiny_checkpoint, tiny_si
     assert index.ref.describe() in message and "tiny-vit-sigmoid" in message
     r = _run("search", index.path, "a cat", "--model", tiny_checkpoint, "--paths", "-k", "1")
     assert r.exit_code == 0, r.stderr
+    # a registry name is refused from its identity alone: nothing is downloaded (the test runs offline)
+    r = _run("search", index.path, "a cat", "--model", "ViT-B-32", "--pretrained", "openai")
+    assert r.exit_code == 1 and "ViT-B-32 --pretrained openai, 512-d" in " ".join(r.stderr.split())
+    assert "cannot be downloaded" not in r.stderr
     for args, message in [
         (["a cat", "--where", "colour=red"], "unknown filter field 'colour'; the fields are: folder, after"),
         (["a cat", "--before", "soon"], "not an ISO date"),

@@ -9,7 +9,8 @@ refused instead of silently compared.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+import json
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -41,17 +42,31 @@ class ModelRef:
 
     @classmethod
     def of(cls, model: str, pretrained: str | None, clip: Clip) -> ModelRef:
+        """The identity of a loaded model."""
+        return cls._named(model, pretrained, clip.config.embed_dim, lambda: _config_sha(clip.config.to_dict()))
+
+    @classmethod
+    def resolve(cls, model: str, pretrained: str | None = None, cache_dir: str | Path | None = None) -> ModelRef:
+        """The identity ``Encoder.load(model, pretrained)`` would have, from the config and file hashes alone —
+        so a command can refuse the wrong model before loading (or downloading) its weights."""
+        from .factory import model_config
+
+        config = model_config(model, pretrained, cache_dir=cache_dir)
+        return cls._named(model, pretrained, config.embed_dim, lambda: _config_sha(config.to_dict()))
+
+    @classmethod
+    def _named(cls, model: str, pretrained: str | None, embed_dim: int, config_sha: Callable[[], str]) -> ModelRef:
         if model.startswith(HF_HUB_PREFIX):
-            return cls(model, pretrained, model, clip.config.embed_dim)
+            return cls(model, pretrained, model, embed_dim)
         if _is_local(model):
             path = Path(model).resolve()
-            return cls(str(path), pretrained, f"sha256:{hash_checkpoint(path)}", clip.config.embed_dim)
+            return cls(str(path), pretrained, f"sha256:{hash_checkpoint(path)}", embed_dim)
         if pretrained is None:
-            return cls(model, None, f"random:{_config_sha(clip)}", clip.config.embed_dim)
+            return cls(model, None, f"random:{config_sha()}", embed_dim)
         if _is_local(pretrained):
             path = Path(pretrained).resolve()
-            return cls(model, str(path), f"sha256:{hash_checkpoint(path)}", clip.config.embed_dim)
-        return cls(model, pretrained, f"pretrained:{model}/{pretrained}", clip.config.embed_dim)
+            return cls(model, str(path), f"sha256:{hash_checkpoint(path)}", embed_dim)
+        return cls(model, pretrained, f"pretrained:{model}/{pretrained}", embed_dim)
 
     @property
     def is_random(self) -> bool:
@@ -84,10 +99,8 @@ def _is_local(name: str) -> bool:
     return Path(name).exists()
 
 
-def _config_sha(clip: Clip) -> str:
-    import json
-
-    return hashlib.sha256(json.dumps(clip.config.to_dict(), sort_keys=True).encode()).hexdigest()[:16]
+def _config_sha(config: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:16]
 
 
 def hash_checkpoint(path: Path) -> str:

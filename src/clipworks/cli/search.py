@@ -10,9 +10,10 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from ..encoder import ModelRef
 from ..errors import UsageError
 from ..progress import progress_bar
-from .common import err, load_encoder, user_errors
+from .common import err, user_errors
 
 out = Console(soft_wrap=True)
 
@@ -26,8 +27,14 @@ def _open(index_dir: Path, model: str | None, pretrained: str | None, device: st
 
     if model is None and pretrained is not None:
         raise UsageError("--pretrained needs --model (the index records its model: both can be left out)")
-    encoder = load_encoder(model, pretrained, device) if model is not None else None
-    return Index.open(index_dir, encoder=encoder, device=device)
+    index = Index.open(index_dir, device=device)
+    if model is not None:
+        given = ModelRef.resolve(model, pretrained)  # refused before any weights are loaded or downloaded
+        if not given.same_weights(index.ref):
+            index.close()
+            raise UsageError(f"index {index_dir} was built with {index.ref.describe()}; the model given is "
+                             f"{given.describe()} — its vectors cannot be compared with the index's")
+    return index
 
 
 def search(

@@ -76,7 +76,7 @@ class Index:
         if not root.is_dir():
             raise MissingFileError(f"folder to index {root} does not exist or is not a folder")
         if encoder.ref.is_random:
-            raise UsageError(f"model {encoder.ref.describe()} has random weights, whose vectors mean nothing and "
+            raise UsageError(f"model {encoder.ref.describe()}: its vectors mean nothing and "
                              f"cannot be reproduced: give --pretrained TAG or a trained checkpoint")
         if (index_dir / DB_NAME).exists():
             raise UsageError(f"{index_dir} is already a clipworks index; add files to it with "
