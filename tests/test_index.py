@@ -203,6 +203,20 @@ def test_incremental_add(built, image_dir, tiny_encoder, monkeypatch):
     assert sorted(fresh) == sorted(after) and all(np.allclose(fresh[p], after[p], atol=1e-6) for p in fresh)
 
 
+def test_two_files_swapping_contents_reuse_each_others_vectors(built, image_dir, tiny_encoder, monkeypatch):
+    before = rows_and_vectors(built)
+    a, b = image_dir / "0_astronaut.jpg", image_dir / "1_coffee.jpg"
+    a_bytes, b_bytes = a.read_bytes(), b.read_bytes()
+    a.write_bytes(b_bytes)
+    b.write_bytes(a_bytes)  # each new content is the other row's, which this same add replaces
+    spy = Spy(tiny_encoder, monkeypatch)
+    report = built.add()
+    assert (report.updated, report.reused, report.embedded) == (2, 2, 0) and sorted(spy.paths) == BAD
+    after = rows_and_vectors(built)
+    assert np.array_equal(after[a.name], before[b.name]) and np.array_equal(after[b.name], before[a.name])
+    assert (built._vectors.ids() == built.all_ids()).all()
+
+
 def test_add_a_subfolder_only(built, image_dir):
     (image_dir / "0_astronaut.jpg").unlink()
     photo("camera").resize((64, 64)).save(image_dir / "sub" / "camera.png")
