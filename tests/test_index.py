@@ -303,14 +303,18 @@ def test_refuses_what_is_not_an_index_and_overwrites_nothing(tmp_path, built, im
     with pytest.raises(UsageError, match="not an empty folder or an index"):
         Index.create(image_dir, image_dir, tiny_encoder)
     assert not (image_dir / "index.sqlite").exists()
-    with pytest.raises(IndexFormatError, match="is not a clipworks index"):
-        Index.open(image_dir)
+    listing = sorted(p.name for p in image_dir.iterdir())
+    for writable in (False, True):
+        with pytest.raises(IndexFormatError, match="is not a clipworks index"):
+            Index.open(image_dir, writable=writable)
+    assert sorted(p.name for p in image_dir.iterdir()) == listing  # not even a lock file left in the photos
     junk = tmp_path / "junk"
     junk.mkdir()
     (junk / "index.sqlite").write_bytes(b"this is not a database" * 100)
     with pytest.raises(IndexFormatError, match="not a clipworks index"):
         Index.open(junk, writable=True)
     assert (junk / "index.sqlite").read_bytes() == b"this is not a database" * 100
+    assert [p.name for p in junk.iterdir()] == ["index.sqlite"]
     built.close()
     db = built.path / "index.sqlite"
     with sqlite3.connect(db) as conn:

@@ -100,6 +100,8 @@ class Index:
         index_dir = Path(index_dir)
         if not index_dir.is_dir():
             raise MissingFileError(f"index {index_dir} does not exist")
+        if writable:  # check it is an index before the lock file is written into it (it may be a photo folder)
+            Store.open(index_dir, readonly=True)[0].close()
         lock = _lock(index_dir) if writable else None
         try:
             store, meta = Store.open(index_dir, readonly=not writable)
