@@ -423,6 +423,12 @@ def test_add_embeddings_indexes_precomputed_vectors(tmp_path, image_dir, tiny_en
         assert [i.path for i in index.items(ids)] == GOOD[:2] and np.array_equal(index.vectors(ids), vectors)
         with pytest.raises(UsageError, match="holds 64-d vectors"):
             index.add_embeddings(files, vectors[:, :8])
+        outside = tmp_path / "outside.jpg"
+        shutil.copy(files[0], outside)
+        for escape in ("../outside.jpg", image_dir / ".." / "outside.jpg"):  # an item's path never leaves the root
+            with pytest.raises(UsageError, match="not a file inside the indexed folder"):
+                index.add_embeddings([escape], vectors[:1])
+        assert sorted(i.path for i in index.items(index.all_ids())) == GOOD[:2]
         report = index.add()  # the two files count as indexed: only the other two good ones are embedded
         assert (report.unchanged, report.added) == (2, 2) and sorted(spy.paths) == sorted(BAD + ["2_chelsea.jpg",
                                                                                                "rocket.png"])

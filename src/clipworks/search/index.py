@@ -17,6 +17,7 @@ together (or the index folder alone, when the root stays put) keeps the index wo
 from __future__ import annotations
 
 import os
+import posixpath
 import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
@@ -328,7 +329,7 @@ class Index:
         if vectors.shape != (len(paths), self.dim):
             raise UsageError(f"add_embeddings: vectors of shape {vectors.shape} for {len(paths)} paths; this index "
                              f"holds {self.dim}-d vectors")
-        files = [self.root / self._relative_pattern(p) for p in paths]
+        files = [self.root / self._relative_file(p) for p in paths]
         hashes = hash_files(files)
         ids: list[int] = []
         with self._store.transaction():
@@ -386,6 +387,14 @@ class Index:
                     pass
             raise UsageError(f"{p} is not inside the indexed folder {self.root}")
         return p.as_posix()
+
+    def _relative_file(self, path: str | Path) -> str:
+        """A file's path relative to the root, '..' resolved; one outside the root is refused (an item's path is
+        always under it)."""
+        rel = posixpath.normpath(self._relative_pattern(path))
+        if rel == "." or rel == ".." or rel.startswith("../"):
+            raise UsageError(f"{path} is not a file inside the indexed folder {self.root}")
+        return rel
 
     def _id_of(self, path: str | Path) -> int:
         rel = self._relative_pattern(path)
