@@ -217,6 +217,14 @@ def test_two_files_swapping_contents_reuse_each_others_vectors(built, image_dir,
     assert (built._vectors.ids() == built.all_ids()).all()
 
 
+def test_a_symlink_loop_indexes_each_file_once(tmp_path, image_dir, tiny_encoder):
+    (image_dir / "sub" / "loop").symlink_to(image_dir, target_is_directory=True)
+    (image_dir / "again").symlink_to(image_dir / "sub", target_is_directory=True)
+    with Index.create(tmp_path / "idx", image_dir, tiny_encoder) as index:
+        index.add()
+        assert sorted(i.path for i in index.items(index.all_ids())) == GOOD
+
+
 def test_add_a_subfolder_only(built, image_dir):
     (image_dir / "0_astronaut.jpg").unlink()
     photo("camera").resize((64, 64)).save(image_dir / "sub" / "camera.png")
