@@ -351,6 +351,27 @@ def test_paging_concatenates_to_one_big_page(index):
             search(index, "a dog", **bad)
 
 
+@pytest.mark.parametrize("kind", ["flat", "hnsw"])
+def test_pages_fit_together_when_many_items_tie(tmp_path, tiny_encoder, kind):
+    """Copies of a file share one vector, so scores tie exactly; pages must still be slices of one ranking."""
+    from clipworks.search import Index, search
+
+    rng = np.random.default_rng(0)
+    base = _unit(rng.normal(size=(3, 64)).astype(np.float32))
+    vectors = base[rng.integers(0, 3, 60)]
+    (tmp_path / "img").mkdir()
+    names = [f"{i:02d}.jpg" for i in range(60)]
+    for name in names:
+        (tmp_path / "img" / name).write_bytes(name.encode())
+    with Index.create(tmp_path / "idx", tmp_path / "img", tiny_encoder, kind=kind) as index:
+        index.add_embeddings(names, vectors)
+        whole = [h.id for h in search(index, base[0], k=60).hits]
+        assert whole == _brute(index, base[0])[0]
+        for k in (1, 7, 10):
+            pages = [h.id for o in range(0, 60, k) for h in search(index, base[0], k=k, offset=o).hits]
+            assert pages == whole, k
+
+
 def test_image_to_text_over_captions(index, library):
     from clipworks.search import search
 
