@@ -475,6 +475,7 @@ def test_cli_paths_json_and_table(index, library):
     assert [h["path"] for h in data["hits"]] == ["pets/chelsea.jpg"]
     assert data["hits"][0]["caption"] == "a cat on a rug" and data["hits"][0]["tags"] == ["cat", "pet"]
     assert "only 1 of the 4" in r.stderr and "only 1" in data["note"]
+    assert _run("search", idx, "a cat", "--top-k", "3", "--paths").stdout.splitlines() == lines  # as classify's
     r = _run("search", idx, "a cat", "--where", "min_size=1", "--after", "2023-01-05", "--offset", "1", "-k", "2")
     assert r.exit_code == 0, r.stderr
     assert "rank" in r.stdout and "score" in r.stdout and "ranks 2–3 of 7" in r.stdout
