@@ -545,6 +545,7 @@ def test_cli_refuses_another_model_and_bad_input(index, tiny_checkpoint, tiny_si
         ([], "give a QUERY, --image FILE, or both"),
         (["a cat", "--paths", "--json"], "choose one output"),
         (["a cat", "--pretrained", "x"], "--pretrained needs --model"),
+        (["a cat", "--html", tmp_path], f"{tmp_path} is a folder; give a file name"),
     ]:
         r = _run("search", index.path, *args)
         assert r.exit_code == 1 and message in " ".join(r.stderr.split()), (args, r.stderr)
