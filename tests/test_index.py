@@ -152,6 +152,8 @@ def test_index_kinds_through_index(tmp_path, image_dir, tiny_encoder):
         Index.create(tmp_path / "bad", image_dir, tiny_encoder, kind="hnsw", efsearch=3)
     with pytest.raises(UsageError, match="unknown index kind 'lsh'"):
         Index.create(tmp_path / "bad", image_dir, tiny_encoder, kind="lsh")
+    with pytest.raises(UsageError, match="m=7 must divide the embedding dimension 64"):  # not 10k items later
+        Index.create(tmp_path / "bad", image_dir, tiny_encoder, kind="ivfpq", m=7)
     assert not (tmp_path / "bad").exists()
 
 

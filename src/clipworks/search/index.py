@@ -85,6 +85,8 @@ class Index:
         if index_dir.exists() and (not index_dir.is_dir() or any(index_dir.iterdir())):
             raise UsageError(f"{index_dir} exists and is not an empty folder or an index; refusing to write into it")
         options = check_options(kind, options)
+        if kind == "ivfpq" and options["m"] and encoder.embed_dim % options["m"]:  # found now, not at training time
+            raise UsageError(f"ivfpq option m={options['m']} must divide the embedding dimension {encoder.embed_dim}")
         absolute = index_dir.absolute()
         meta = {"model": encoder.ref.to_dict(), "model_config": encoder.model.config.to_dict(),
                 "dim": encoder.embed_dim, "kind": kind, "options": options,
