@@ -227,7 +227,7 @@ def test_a_thousand_classes_load_without_encoding_text(tiny_encoder, tmp_path, m
     want_p, want_i = clf.topk(tiny_encoder.encode_images(small_photos), k=3)
     assert [p.labels for p in got] == [tuple(names[j] for j in row) for row in want_i]
     np.testing.assert_allclose([p.probabilities for p in got], want_p, rtol=1e-5)
-    r = runner.invoke(app, ["classify", "--classifier", str(path), str(image_dir), "--format", "json", "-k", "2"])
+    r = runner.invoke(app, ["classify", "--classifier", str(path), str(image_dir), "--json", "-k", "2"])
     assert r.exit_code == 0, r.stderr
     assert len(json.loads(r.stdout)["predictions"]) == 4
 
@@ -296,7 +296,7 @@ def test_cli_formats_parse_and_agree_with_the_api(tiny_checkpoint, tiny_encoder,
     api = [p for p in classify(tiny_encoder, expand_image_paths([image_dir]), ["cat", "dog", "car"], k=2) if p.ok]
     base = ["--model", str(tiny_checkpoint), "--labels", "cat, dog,car", str(image_dir), "-k", "2"]
 
-    r = _cli(*base, "--format", "json")
+    r = _cli(*base, "--json")
     assert r.exit_code == 0, r.stderr
     doc = json.loads(r.stdout)
     assert [(d["path"], [(x["label"], x["probability"]) for x in d["top_k"]]) for d in doc["predictions"]] == \
@@ -304,7 +304,7 @@ def test_cli_formats_parse_and_agree_with_the_api(tiny_checkpoint, tiny_encoder,
     assert {Path(s["path"]).name for s in doc["skipped"]} == {"truncated.jpg", "empty.png", "notes.png"}
     assert "skipped 3 unreadable" in r.stderr and "notes.png" in r.stderr
 
-    r = _cli(*base, "--format", "csv")
+    r = _cli(*base, "--csv")
     assert r.exit_code == 0, r.stderr
     rows = list(csv.DictReader(io.StringIO(r.stdout)))
     want = [(str(p.path), str(rank), label, prob) for p in api
@@ -329,8 +329,8 @@ def test_cli_saves_and_reuses_a_classifier(tiny_checkpoint, tiny_sigmoid_checkpo
     assert r.exit_code == 0, r.stderr
     assert ZeroShotClassifier.load(saved).class_names == ("cat", "dog", "rocket ship")
     first = _cli("--model", str(tiny_checkpoint), "--labels-file", str(labels), "--templates", "openai-imagenet",
-                 str(image_dir), "--format", "json", "--tta", "multicrop")
-    again = _cli("--classifier", str(saved), str(image_dir), "--format", "json", "--tta", "multicrop")  # no --model
+                 str(image_dir), "--json", "--tta", "multicrop")
+    again = _cli("--classifier", str(saved), str(image_dir), "--json", "--tta", "multicrop")  # no --model
     assert first.exit_code == again.exit_code == 0, again.stderr
     assert json.loads(first.stdout)["predictions"] == json.loads(again.stdout)["predictions"]
     r = _cli("--model", str(tiny_sigmoid_checkpoint), "--classifier", str(saved), str(image_dir))
@@ -343,7 +343,7 @@ def test_cli_saves_and_reuses_a_classifier(tiny_checkpoint, tiny_sigmoid_checkpo
     (["--labels", "cat", "--labels-file", "x.txt"], "exactly one of --labels, --labels-file or --classifier"),
     ([], "exactly one of"),
     (["--labels", "cat,dog", "--templates", "a photo of"], "template with '{}'"),
-    (["--labels", "cat,dog", "--format", "xml"], "--format 'xml'"),
+    (["--labels", "cat,dog", "--json", "--csv"], "--json or --csv, not both"),
     (["--labels", "cat,dog", "--tta", "rotate"], "--tta 'rotate'"),
     (["--labels-file", "missing.txt"], "missing.txt: no such file"),
 ])

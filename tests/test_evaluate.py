@@ -386,6 +386,10 @@ def test_cli_zeroshot_writes_json_markdown_and_plot(small_fashion, tiny_checkpoi
     assert saved["single_template"]["template"] == "a photo of a {}."
     assert (out / "zeroshot_fashion-mnist-test.md").read_text() in r.stdout
     assert (out / "zeroshot_fashion-mnist-test_confusion.png").stat().st_size > 0
+    r = runner.invoke(app, ["eval", "zeroshot", "--model", str(tiny_checkpoint), "--dataset", "fashion-mnist",
+                            "--templates", "a grey photo of a {}.", "--no-plot", "--out", str(out)])
+    assert r.exit_code == 0, r.stderr  # one template with {}, as `clipworks classify --templates` takes it
+    assert json.loads((out / "zeroshot_fashion-mnist-test.json").read_text())["templates"] == ["a grey photo of a {}."]
 
 
 def test_cli_retrieval_and_linear_probe(small_fashion, tiny_checkpoint, tmp_path, photos):

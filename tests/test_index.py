@@ -152,6 +152,8 @@ def test_index_kinds_through_index(tmp_path, image_dir, tiny_encoder):
         Index.create(tmp_path / "bad", image_dir, tiny_encoder, kind="hnsw", efsearch=3)
     with pytest.raises(UsageError, match="unknown index kind 'lsh'"):
         Index.create(tmp_path / "bad", image_dir, tiny_encoder, kind="lsh")
+    with pytest.raises(UsageError, match="m=7 must divide the embedding dimension 64"):  # not 10k items later
+        Index.create(tmp_path / "bad", image_dir, tiny_encoder, kind="ivfpq", m=7)
     assert not (tmp_path / "bad").exists()
 
 
@@ -201,6 +203,28 @@ def test_incremental_add(built, image_dir, tiny_encoder, monkeypatch):
         clean.add()
         fresh = rows_and_vectors(clean)
     assert sorted(fresh) == sorted(after) and all(np.allclose(fresh[p], after[p], atol=1e-6) for p in fresh)
+
+
+def test_two_files_swapping_contents_reuse_each_others_vectors(built, image_dir, tiny_encoder, monkeypatch):
+    before = rows_and_vectors(built)
+    a, b = image_dir / "0_astronaut.jpg", image_dir / "1_coffee.jpg"
+    a_bytes, b_bytes = a.read_bytes(), b.read_bytes()
+    a.write_bytes(b_bytes)
+    b.write_bytes(a_bytes)  # each new content is the other row's, which this same add replaces
+    spy = Spy(tiny_encoder, monkeypatch)
+    report = built.add()
+    assert (report.updated, report.reused, report.embedded) == (2, 2, 0) and sorted(spy.paths) == BAD
+    after = rows_and_vectors(built)
+    assert np.array_equal(after[a.name], before[b.name]) and np.array_equal(after[b.name], before[a.name])
+    assert (built._vectors.ids() == built.all_ids()).all()
+
+
+def test_a_symlink_loop_indexes_each_file_once(tmp_path, image_dir, tiny_encoder):
+    (image_dir / "sub" / "loop").symlink_to(image_dir, target_is_directory=True)
+    (image_dir / "again").symlink_to(image_dir / "sub", target_is_directory=True)
+    with Index.create(tmp_path / "idx", image_dir, tiny_encoder) as index:
+        index.add()
+        assert sorted(i.path for i in index.items(index.all_ids())) == GOOD
 
 
 def test_add_a_subfolder_only(built, image_dir):
@@ -289,14 +313,18 @@ def test_refuses_what_is_not_an_index_and_overwrites_nothing(tmp_path, built, im
     with pytest.raises(UsageError, match="not an empty folder or an index"):
         Index.create(image_dir, image_dir, tiny_encoder)
     assert not (image_dir / "index.sqlite").exists()
-    with pytest.raises(IndexFormatError, match="is not a clipworks index"):
-        Index.open(image_dir)
+    listing = sorted(p.name for p in image_dir.iterdir())
+    for writable in (False, True):
+        with pytest.raises(IndexFormatError, match="is not a clipworks index"):
+            Index.open(image_dir, writable=writable)
+    assert sorted(p.name for p in image_dir.iterdir()) == listing  # not even a lock file left in the photos
     junk = tmp_path / "junk"
     junk.mkdir()
     (junk / "index.sqlite").write_bytes(b"this is not a database" * 100)
     with pytest.raises(IndexFormatError, match="not a clipworks index"):
         Index.open(junk, writable=True)
     assert (junk / "index.sqlite").read_bytes() == b"this is not a database" * 100
+    assert [p.name for p in junk.iterdir()] == ["index.sqlite"]
     built.close()
     db = built.path / "index.sqlite"
     with sqlite3.connect(db) as conn:
@@ -405,6 +433,12 @@ def test_add_embeddings_indexes_precomputed_vectors(tmp_path, image_dir, tiny_en
         assert [i.path for i in index.items(ids)] == GOOD[:2] and np.array_equal(index.vectors(ids), vectors)
         with pytest.raises(UsageError, match="holds 64-d vectors"):
             index.add_embeddings(files, vectors[:, :8])
+        outside = tmp_path / "outside.jpg"
+        shutil.copy(files[0], outside)
+        for escape in ("../outside.jpg", image_dir / ".." / "outside.jpg"):  # an item's path never leaves the root
+            with pytest.raises(UsageError, match="not a file inside the indexed folder"):
+                index.add_embeddings([escape], vectors[:1])
+        assert sorted(i.path for i in index.items(index.all_ids())) == GOOD[:2]
         report = index.add()  # the two files count as indexed: only the other two good ones are embedded
         assert (report.unchanged, report.added) == (2, 2) and sorted(spy.paths) == sorted(BAD + ["2_chelsea.jpg",
                                                                                                "rocket.png"])

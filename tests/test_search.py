@@ -351,6 +351,27 @@ def test_paging_concatenates_to_one_big_page(index):
             search(index, "a dog", **bad)
 
 
+@pytest.mark.parametrize("kind", ["flat", "hnsw"])
+def test_pages_fit_together_when_many_items_tie(tmp_path, tiny_encoder, kind):
+    """Copies of a file share one vector, so scores tie exactly; pages must still be slices of one ranking."""
+    from clipworks.search import Index, search
+
+    rng = np.random.default_rng(0)
+    base = _unit(rng.normal(size=(3, 64)).astype(np.float32))
+    vectors = base[rng.integers(0, 3, 60)]
+    (tmp_path / "img").mkdir()
+    names = [f"{i:02d}.jpg" for i in range(60)]
+    for name in names:
+        (tmp_path / "img" / name).write_bytes(name.encode())
+    with Index.create(tmp_path / "idx", tmp_path / "img", tiny_encoder, kind=kind) as index:
+        index.add_embeddings(names, vectors)
+        whole = [h.id for h in search(index, base[0], k=60).hits]
+        assert whole == _brute(index, base[0])[0]
+        for k in (1, 7, 10):
+            pages = [h.id for o in range(0, 60, k) for h in search(index, base[0], k=k, offset=o).hits]
+            assert pages == whole, k
+
+
 def test_image_to_text_over_captions(index, library):
     from clipworks.search import search
 
@@ -454,6 +475,7 @@ def test_cli_paths_json_and_table(index, library):
     assert [h["path"] for h in data["hits"]] == ["pets/chelsea.jpg"]
     assert data["hits"][0]["caption"] == "a cat on a rug" and data["hits"][0]["tags"] == ["cat", "pet"]
     assert "only 1 of the 4" in r.stderr and "only 1" in data["note"]
+    assert _run("search", idx, "a cat", "--top-k", "3", "--paths").stdout.splitlines() == lines  # as classify's
     r = _run("search", idx, "a cat", "--where", "min_size=1", "--after", "2023-01-05", "--offset", "1", "-k", "2")
     assert r.exit_code == 0, r.stderr
     assert "rank" in r.stdout and "score" in r.stdout and "ranks 2–3 of 7" in r.stdout
@@ -527,6 +549,7 @@ def test_cli_refuses_another_model_and_bad_input(index, tiny_checkpoint, tiny_si
         ([], "give a QUERY, --image FILE, or both"),
         (["a cat", "--paths", "--json"], "choose one output"),
         (["a cat", "--pretrained", "x"], "--pretrained needs --model"),
+        (["a cat", "--html", tmp_path], f"{tmp_path} is a folder; give a file name"),
     ]:
         r = _run("search", index.path, *args)
         assert r.exit_code == 1 and message in " ".join(r.stderr.split()), (args, r.stderr)

@@ -9,6 +9,8 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+from .errors import UsageError
+
 
 @contextlib.contextmanager
 def atomic_dir(dst: str | Path) -> Iterator[Path]:
@@ -34,6 +36,8 @@ def atomic_dir(dst: str | Path) -> Iterator[Path]:
 def atomic_file(dst: str | Path) -> Iterator[Path]:
     """Yield a temp path to write; it is fsynced and renamed over ``dst`` only if the block succeeds."""
     dst = Path(dst)
+    if dst.is_dir():  # found before any work: a rename cannot put a file where a folder is
+        raise UsageError(f"{dst} is a folder; give a file name to write to")
     dst.parent.mkdir(parents=True, exist_ok=True)
     fd, name = tempfile.mkstemp(prefix=f".{dst.name}.tmp-", dir=dst.parent)
     os.close(fd)

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import csv
-import io
-import json
 from pathlib import Path
 from typing import Annotated
 
@@ -14,15 +11,28 @@ from rich.table import Table
 from rich.text import Text
 
 from ..errors import MissingFileError, UsageError
-from ..image.decode import ImageError, expand_image_paths
+from ..image.decode import ImageError
 from ..progress import progress_bar
 from ..zeroshot import TTA_MODES, Prediction, ZeroShotClassifier
 from ..zeroshot import classify as run_classify
 from ..zeroshot.classifier import check_class_names, resolve_templates
-from .common import BatchArg, DeviceArg, PretrainedArg, err, load_encoder, user_errors
+from .common import (
+    BatchArg,
+    CsvArg,
+    DeviceArg,
+    JsonArg,
+    PretrainedArg,
+    emit_csv,
+    emit_json,
+    err,
+    image_paths,
+    load_encoder,
+    output_format,
+    print_skipped,
+    user_errors,
+)
 
 out = Console()
-FORMATS = ("table", "json", "csv")
 
 
 def _labels(labels: str | None, labels_file: Path | None) -> list[str]:
@@ -49,16 +59,6 @@ def _print_table(predictions: list[Prediction]) -> None:
     out.print(table)
 
 
-def _csv(predictions: list[Prediction]) -> str:
-    buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(["path", "rank", "label", "probability"])
-    for pred in predictions:
-        for rank, (label, p) in enumerate(zip(pred.labels, pred.probabilities), start=1):
-            writer.writerow([pred.name, rank, label, f"{p:.6g}"])
-    return buf.getvalue()
-
-
 def classify(
     images: Annotated[list[str] | None, typer.Argument(help="Image files and/or directories (searched recursively).")] = None,
     model: Annotated[str | None, typer.Option("--model", "-m", help="Config name, hf-hub:org/repo, or checkpoint path "
@@ -74,7 +74,8 @@ def classify(
     top_k: Annotated[int, typer.Option("--top-k", "-k", min=1, help="Labels shown per image.")] = 5,
     tta: Annotated[str, typer.Option("--tta", help="Test-time augmentation: none, flip, multicrop (5 crops) or "
                                      "multicrop-flip (10).")] = "none",
-    fmt: Annotated[str, typer.Option("--format", help="table, json or csv.")] = "table",
+    as_json: JsonArg = False,
+    as_csv: CsvArg = False,
     save_classifier: Annotated[Path | None, typer.Option("--save-classifier", help="Also save the classifier "
                                                          "built from the labels to this file (.safetensors).")] = None,
     device: DeviceArg = "cpu",
@@ -88,17 +89,14 @@ def classify(
         if len(sources) != 1:
             raise UsageError("give exactly one of --labels, --labels-file or --classifier"
                              + (f" (got {' and '.join(sources)})" if sources else ""))
-        if fmt not in FORMATS:
-            raise UsageError(f"--format {fmt!r} is not one of {', '.join(FORMATS)}")
+        fmt = output_format(as_json, as_csv)
         if tta not in TTA_MODES:
             raise UsageError(f"--tta {tta!r} is not one of {', '.join(TTA_MODES)}")
         if classifier_file is not None and templates is not None:
             raise UsageError("--templates applies when building from labels; the --classifier file has its own")
         if classifier_file is not None and save_classifier is not None:
             raise UsageError("--save-classifier saves a classifier built from labels; --classifier is already saved")
-        paths = expand_image_paths(images or [])
-        if images and not paths:
-            raise ImageError(f"no image files found in {', '.join(images)}")
+        paths = image_paths(images, required=False)
         if not paths and save_classifier is None:
             raise UsageError("give image files or directories to classify (or --save-classifier FILE to only build)")
 
@@ -130,20 +128,19 @@ def classify(
         good = [p for p in results if p.ok]
         failed = [p for p in results if not p.ok]
         if fmt == "json":
-            typer.echo(json.dumps({"model": encoder.ref.describe(), "sigmoid": classifier.uses_sigmoid, "tta": tta,
+            emit_json({"model": encoder.ref.describe(), "sigmoid": classifier.uses_sigmoid, "tta": tta,
                                    "classes": classifier.num_classes, "templates": len(classifier.templates),
                                    "predictions": [p.to_dict() for p in good],
-                                   "skipped": [{"path": p.name, "error": p.error} for p in failed]}, indent=2, ensure_ascii=False))
+                                   "skipped": [{"path": p.name, "error": p.error} for p in failed]})
         elif fmt == "csv":
-            typer.echo(_csv(good), nl=False)
+            emit_csv(["path", "rank", "label", "probability"],
+                     [[pred.name, rank, label, f"{p:.6g}"] for pred in good
+                      for rank, (label, p) in enumerate(zip(pred.labels, pred.probabilities), start=1)])
         else:
             _print_table(good)
             if classifier.uses_sigmoid:
                 err.print("SigLIP-style model: each label's probability is its own sigmoid; they need not sum to 1",
                           highlight=False)
-        if failed:
-            err.print(f"[yellow]skipped {len(failed)} unreadable file(s):[/yellow]")
-            for p in failed:
-                err.print(f"  {p.error}", highlight=False, markup=False, soft_wrap=True)
+        print_skipped([str(p.error) for p in failed])
         if not good:
             raise ImageError(f"none of the {len(paths)} image(s) could be read")

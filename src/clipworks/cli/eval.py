@@ -11,7 +11,7 @@ import typer
 from ..errors import UsageError
 from ..progress import progress_bar
 from . import eval_compositional
-from .common import DeviceArg, ModelArg, PretrainedArg, err, load_encoder, user_errors
+from .common import DeviceArg, ModelArg, PretrainedArg, err, load_encoder, print_skipped, user_errors
 
 app = typer.Typer(no_args_is_help=True, add_completion=False,
                   help="Measure a model with CLIP_benchmark's metrics: zero-shot, retrieval, linear probe.")
@@ -31,10 +31,7 @@ def _finish(result: dict[str, Any], out_dir: Path, stem: str, settings: dict[str
     json_path, md_path = write_report(result, out_dir, stem, settings, markdown)
     typer.echo(md_path.read_text(encoding="utf-8"))
     err.print(f"wrote {json_path} and {md_path}", highlight=False, soft_wrap=True)
-    if result.get("skipped"):
-        err.print(f"[yellow]skipped {len(result['skipped'])} unreadable image(s):[/yellow]")
-        for reason in result["skipped"][:20]:
-            err.print(f"  {reason}", highlight=False, markup=False, soft_wrap=True)
+    print_skipped(result.get("skipped", []), limit=20)
 
 
 @app.command("zeroshot")
@@ -44,8 +41,9 @@ def zeroshot(
                                          "class, or a CSV/TSV of (path, label).")],
     pretrained: PretrainedArg = None,
     split: Annotated[str, typer.Option(help="Fashion-MNIST split: train or test.")] = "test",
-    templates: Annotated[str | None, typer.Option(help="Prompt templates: simple, openai-imagenet, fashion, "
-                                                  "fashion-mnist (the demo's), or a file with one per line. Default: "
+    templates: Annotated[str | None, typer.Option(help="Prompt templates: simple, openai-imagenet, "
+                                                  "fashion-mnist (the demo's), a file with one per line, or one "
+                                                  "template with {}. Default: "
                                                   "the dataset's own (Fashion-MNIST: the demo's), else openai-imagenet.")] = None,
     compare_single: Annotated[bool, typer.Option("--compare-single", help="Also score a single template, to see "
                                                  "what the prompt ensemble buys.")] = False,

@@ -15,7 +15,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from ..errors import UsageError
 from ..search import AddReport, Index
 from . import search as search_cli
-from .common import BatchArg, DeviceArg, ModelArg, PretrainedArg, err, load_encoder, user_errors
+from .common import BatchArg, DeviceArg, ModelArg, PretrainedArg, err, load_encoder, print_skipped, user_errors
 
 app = typer.Typer(no_args_is_help=True, add_completion=False,
                   help="A persistent search index of an image folder (FAISS + SQLite); `clipworks search` queries it.")
@@ -43,10 +43,7 @@ def _print_report(index: Index, report: AddReport) -> None:
     out.print(f"{index.path}: {report} — {len(index)} items", highlight=False, soft_wrap=True)
     for warning in report.warnings:
         err.print(f"[yellow]warning:[/yellow] {warning}", highlight=False, soft_wrap=True)
-    if report.failures:
-        err.print(f"[yellow]skipped {report.failed} unreadable file(s):[/yellow]")
-        for _, reason in report.failures:
-            err.print(f"  {reason}", highlight=False, markup=False, soft_wrap=True)
+    print_skipped([reason for _, reason in report.failures])
 
 
 def _options(pairs: list[str] | None) -> dict[str, int]:

@@ -4,7 +4,6 @@ quality, and content flags from concept prompts. Thin wrappers over ``clipworks.
 from __future__ import annotations
 
 import csv
-import io
 import json
 from pathlib import Path
 from typing import Annotated, Any
@@ -17,7 +16,7 @@ from rich.text import Text
 from ..embed import ImageEmbeddings
 from ..encoder import Encoder
 from ..errors import ConfigError, MissingFileError, UsageError
-from ..image.decode import ImageError, expand_image_paths
+from ..image.decode import ImageError
 from ..progress import progress_bar
 from ..scores import (
     DEFAULT_PAIRS,
@@ -32,51 +31,34 @@ from ..scores import (
 from ..scores import (
     quality as run_quality,
 )
-from .common import BatchArg, DeviceArg, ModelArg, PretrainedArg, err, load_encoder, user_errors
+from .common import (
+    BatchArg,
+    CsvArg,
+    DeviceArg,
+    JsonArg,
+    ModelArg,
+    PretrainedArg,
+    emit_csv,
+    emit_json,
+    err,
+    image_paths,
+    load_encoder,
+    output_format,
+    print_skipped,
+    user_errors,
+)
 
 out = Console()
 ImagesArg = Annotated[list[str] | None, typer.Argument(help="Image files and/or directories (searched recursively).")]
-JsonArg = Annotated[bool, typer.Option("--json", help="Print JSON.")]
-CsvArg = Annotated[bool, typer.Option("--csv", help="Print CSV.")]
 TABLE_SUFFIXES = (".csv", ".jsonl")
-
-
-def _paths(images: list[str] | None, required: bool = True) -> list[Path]:
-    paths = expand_image_paths(images or [])
-    if images and not paths:
-        raise ImageError(f"no image files found in {', '.join(images)}")
-    if required and not paths:
-        raise UsageError("give image files or directories")
-    return paths
 
 
 def _embed(encoder: Encoder, paths: list[Path], what: str = "images") -> ImageEmbeddings:
     """Each file embedded once, with a bar; unreadable ones are listed on stderr."""
     with progress_bar(len(paths), what) as bar:
         result = encoder.encode_files(paths, progress=bar)
-    if result.failures:
-        err.print(f"[yellow]skipped {len(result.failures)} unreadable file(s):[/yellow]")
-        for _, reason in result.failures:
-            err.print(f"  {reason}", highlight=False, markup=False, soft_wrap=True)
+    print_skipped([reason for _, reason in result.failures])
     return result
-
-
-def _format(as_json: bool, as_csv: bool) -> str:
-    if as_json and as_csv:
-        raise UsageError("give --json or --csv, not both")
-    return "json" if as_json else "csv" if as_csv else "table"
-
-
-def _emit_json(data: dict[str, Any]) -> None:
-    typer.echo(json.dumps(data, indent=2, ensure_ascii=False))
-
-
-def _emit_csv(header: list[str], rows: list[list[Any]]) -> None:
-    buf = io.StringIO()
-    writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(header)
-    writer.writerows(rows)
-    typer.echo(buf.getvalue(), nl=False)
 
 
 def _skipped(result: ImageEmbeddings) -> list[dict[str, str]]:
@@ -167,8 +149,8 @@ def score(
     """CLIP Score of each image with its prompt, w·max(cos, 0), and their mean; long prompts are cut keeping the end
     token and counted."""
     with user_errors():
-        fmt = _format(as_json, as_csv)
-        pairs = _pairs(prompts_file, _paths(images, required=False))
+        fmt = output_format(as_json, as_csv)
+        pairs = _pairs(prompts_file, image_paths(images, required=False))
         encoder = load_encoder(model, pretrained, device=device, batch_size=batch_size)
         unique = list(dict.fromkeys(p for p, _ in pairs))
         embedded = _embed(encoder, unique)
@@ -185,14 +167,14 @@ def score(
             err.print(f"[yellow]{len(cut)} prompt(s) longer than the model's {result.context_length} tokens were cut "
                       "(end token kept); their ends were not scored[/yellow]")
         if fmt == "json":
-            _emit_json({"model": encoder.ref.to_dict(), "weight": result.weight, "mean": result.mean,
+            emit_json({"model": encoder.ref.to_dict(), "weight": result.weight, "mean": result.mean,
                         "pairs": len(kept), "truncated_count": result.truncated_count,
                         "results": [{"image": str(p), "prompt": t, "score": float(s), "cosine": float(c),
                                      "truncated": i in cut}
                                     for i, ((p, t), s, c) in enumerate(zip(kept, result.scores, result.cosines))],
                         "skipped": _skipped(embedded)})
         elif fmt == "csv":
-            _emit_csv(["image", "prompt", "score", "cosine", "truncated"],
+            emit_csv(["image", "prompt", "score", "cosine", "truncated"],
                       [[str(p), t, f"{s:.6g}", f"{c:.6g}", int(i in cut)]
                        for i, ((p, t), s, c) in enumerate(zip(kept, result.scores, result.cosines))])
         else:
@@ -242,10 +224,10 @@ def quality(
 ) -> None:
     """CLIP-IQA-style quality: per image and attribute, the probability of the positive prompt of an antonym pair."""
     with user_errors():
-        fmt = _format(as_json, as_csv)
+        fmt = output_format(as_json, as_csv)
         resolved = _resolve_pairs_option(pairs)
         factor = _scale(scale)
-        paths = _paths(images)
+        paths = image_paths(images)
         encoder = load_encoder(model, pretrained, device=device, batch_size=batch_size)
         embedded = _embed(encoder, paths)
         if not embedded.paths:
@@ -253,12 +235,12 @@ def quality(
         result = run_quality(encoder, embedded.features, resolved, scale=factor)  # type: ignore[arg-type]
         names = list(resolved)
         if fmt == "json":
-            _emit_json({"model": encoder.ref.to_dict(), "scale": factor, "pairs": {n: list(p) for n, p in resolved.items()},
+            emit_json({"model": encoder.ref.to_dict(), "scale": factor, "pairs": {n: list(p) for n, p in resolved.items()},
                         "images": [{"image": str(p), **{n: float(result[n][i]) for n in names}}
                                    for i, p in enumerate(embedded.paths)],
                         "skipped": _skipped(embedded)})
         elif fmt == "csv":
-            _emit_csv(["image", *names], [[str(p), *(f"{result[n][i]:.6g}" for n in names)]
+            emit_csv(["image", *names], [[str(p), *(f"{result[n][i]:.6g}" for n in names)]
                                           for i, p in enumerate(embedded.paths)])
         else:
             table = Table(header_style="bold")
@@ -312,7 +294,7 @@ def filter_images(
         if save is not None and calibrate_file is None:
             raise UsageError("--save writes calibrated thresholds: give --calibrate LABELS.csv too")
         concepts = load_concepts(concepts_file)
-        paths = _paths(images, required=calibrate_file is None)
+        paths = image_paths(images, required=calibrate_file is None)
         encoder = load_encoder(model, pretrained, device=device, batch_size=batch_size)
         prompt_count = sum(len(c.prompts) + len(c.negatives) for c in concepts)
         with progress_bar(prompt_count, "concept prompts", show=prompt_count > encoder.text_batch_size) as bar:
@@ -332,7 +314,7 @@ def filter_images(
             result = filt.scores(embedded.features)
         flagged = result.flagged() if result is not None else []
         if as_json:
-            _emit_json({
+            emit_json({
                 "model": encoder.ref.to_dict(),
                 "concepts": [{"name": c.name, **c.to_dict()} for c in filt.concepts],
                 "calibration": calibration,

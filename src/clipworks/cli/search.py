@@ -13,7 +13,7 @@ from rich.console import Console
 from ..encoder import ModelRef
 from ..errors import UsageError
 from ..progress import progress_bar
-from .common import err, user_errors
+from .common import DeviceArg, err, user_errors
 
 out = Console(soft_wrap=True)
 
@@ -42,7 +42,7 @@ def search(
     query: Annotated[str | None, typer.Argument(help=QUERY_HELP)] = None,
     image: Annotated[list[Path] | None, typer.Option("--image", "-i", help="A query image (repeatable); added to "
                                                      "QUERY with weight 1.")] = None,
-    k: Annotated[int, typer.Option("-k", "--limit", min=1, help="Hits per page.")] = 10,
+    k: Annotated[int, typer.Option("--top-k", "-k", "--limit", min=1, help="Hits per page.")] = 10,
     offset: Annotated[int, typer.Option(min=0, help="Skip this many hits (paging: --offset 10 -k 10 is page 2).")] = 0,
     captions: Annotated[bool, typer.Option("--captions", help="Rank the indexed captions instead of the images "
                                            "(image → text).")] = False,
@@ -59,7 +59,7 @@ def search(
                                                     "before, min_size, max_size, tag); repeatable.")] = None,
     model: Annotated[str | None, typer.Option("--model", "-m", help="Optional: must be the index's model.")] = None,
     pretrained: Annotated[str | None, typer.Option("--pretrained", help="Optional, with --model.")] = None,
-    device: Annotated[str, typer.Option(help="cpu, cuda, mps … for embedding the query.")] = "cpu",
+    device: DeviceArg = "cpu",
 ) -> None:
     """Search an index by text, image, or a weighted combination; the index knows its model."""
     from ..search import render

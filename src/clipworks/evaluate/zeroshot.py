@@ -19,7 +19,8 @@ import torch
 from ..encoder import Encoder
 from ..errors import UsageError
 from ..progress import Progress
-from ..zeroshot import OPENAI_IMAGENET_TEMPLATES, build_classifier, check_templates, load_templates
+from ..zeroshot import OPENAI_IMAGENET_TEMPLATES, build_classifier, check_templates
+from ..zeroshot.classifier import resolve_templates as classifier_templates
 from .datasets import LabelledImages, check_labels
 from .features import LabelledFeatures, batch_size_for, encode_labelled
 
@@ -27,12 +28,12 @@ SINGLE_TEMPLATE = "a photo of a {}."  # the CLIP paper's baseline prompt, agains
 
 
 def resolve_templates(spec: str | Path | Sequence[str] | None, dataset: LabelledImages | None = None) -> tuple[str, ...]:
-    """Templates from a set name (``simple``, ``openai-imagenet``, ``fashion-mnist``: the demo's),
-    a file (one per line) or a list; None: the dataset's own set (Fashion-MNIST: the demo's), else OpenAI's 80
-    ImageNet prompts, the usual ensemble for a dataset without its own."""
+    """Templates as ``clipworks classify`` reads them (a set name: ``simple``, ``openai-imagenet``, ``fashion-mnist``;
+    a file, one per line; one template with ``{}``; a list); None: the dataset's own set (Fashion-MNIST: the
+    demo's), else OpenAI's 80 ImageNet prompts, the usual ensemble for a dataset without its own."""
     if spec is None:
         return dataset.templates if dataset is not None and dataset.templates else OPENAI_IMAGENET_TEMPLATES
-    return load_templates(spec)
+    return classifier_templates(spec)
 
 
 def zeroshot_metrics(features: np.ndarray, labels: np.ndarray, classifier: torch.Tensor | np.ndarray,

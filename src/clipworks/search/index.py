@@ -17,6 +17,7 @@ together (or the index folder alone, when the root stays put) keeps the index wo
 from __future__ import annotations
 
 import os
+import posixpath
 import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
@@ -84,6 +85,8 @@ class Index:
         if index_dir.exists() and (not index_dir.is_dir() or any(index_dir.iterdir())):
             raise UsageError(f"{index_dir} exists and is not an empty folder or an index; refusing to write into it")
         options = check_options(kind, options)
+        if kind == "ivfpq" and options["m"] and encoder.embed_dim % options["m"]:  # found now, not at training time
+            raise UsageError(f"ivfpq option m={options['m']} must divide the embedding dimension {encoder.embed_dim}")
         absolute = index_dir.absolute()
         meta = {"model": encoder.ref.to_dict(), "model_config": encoder.model.config.to_dict(),
                 "dim": encoder.embed_dim, "kind": kind, "options": options,
@@ -100,6 +103,8 @@ class Index:
         index_dir = Path(index_dir)
         if not index_dir.is_dir():
             raise MissingFileError(f"index {index_dir} does not exist")
+        if writable:  # check it is an index before the lock file is written into it (it may be a photo folder)
+            Store.open(index_dir, readonly=True)[0].close()
         lock = _lock(index_dir) if writable else None
         try:
             store, meta = Store.open(index_dir, readonly=not writable)
@@ -340,7 +345,7 @@ class Index:
         if vectors.shape != (len(paths), self.dim):
             raise UsageError(f"add_embeddings: vectors of shape {vectors.shape} for {len(paths)} paths; this index "
                              f"holds {self.dim}-d vectors")
-        files = [self.root / self._relative_pattern(p) for p in paths]
+        files = [self.root / self._relative_file(p) for p in paths]
         hashes = hash_files(files)
         ids: list[int] = []
         with self._store.transaction():
@@ -398,6 +403,14 @@ class Index:
                     pass
             raise UsageError(f"{p} is not inside the indexed folder {self.root}")
         return p.as_posix()
+
+    def _relative_file(self, path: str | Path) -> str:
+        """A file's path relative to the root, '..' resolved; one outside the root is refused (an item's path is
+        always under it)."""
+        rel = posixpath.normpath(self._relative_pattern(path))
+        if rel == "." or rel == ".." or rel.startswith("../"):
+            raise UsageError(f"{path} is not a file inside the indexed folder {self.root}")
+        return rel
 
     def _id_of(self, path: str | Path) -> int:
         rel = self._relative_pattern(path)

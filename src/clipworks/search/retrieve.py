@@ -134,8 +134,16 @@ def rank(index: Index, vector: np.ndarray, want: int, ids: np.ndarray | None, ta
     total = len(ids) if ids is not None else len(index)
     if min(want, total) == 0:
         return np.zeros(0, np.float32), np.zeros(0, np.int64), total
-    scores, found = index.search_vectors(vector, min(want, total), ids=ids)
-    scores, found = _top(np.asarray(scores).reshape(-1), np.asarray(found).reshape(-1), want)
+    # Ties by id need every item tied with the page's last score (copies of a file share one vector), and the
+    # vector search picks among tied items in no set order: ask for more until the score after the page drops.
+    fetch = min(want + 1, total)
+    while True:
+        scores, found = index.search_vectors(vector, fetch, ids=ids)
+        scores, found = np.asarray(scores).reshape(-1), np.asarray(found).reshape(-1)
+        if fetch >= total or len(scores) < fetch or scores[-1] < scores[want - 1]:
+            break
+        fetch = min(2 * fetch, total)
+    scores, found = _top(scores, found, want)
     return scores, found, total
 
 

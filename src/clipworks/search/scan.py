@@ -38,10 +38,14 @@ class FileInfo:
 
 def scan(root: Path, folder: Path, skip: Path | None = None) -> tuple[dict[str, FileInfo], list[tuple[Path, str]]]:
     """Image files under ``folder`` (inside ``root``) by relative path, and the folders that could not be read.
-    ``skip`` (the index folder, when it lies inside the root) is not entered."""
+    ``skip`` (the index folder, when it lies inside the root) is not entered. Symlinked folders are followed, but
+    each real folder is entered once, so a link loop (``photos/all -> ..``) or two links to one place do not index
+    the same files many times."""
     files: dict[str, FileInfo] = {}
     failures: list[tuple[Path, str]] = []
-    skip_real = os.path.realpath(skip) if skip is not None else None
+    seen = {os.path.realpath(folder)}
+    if skip is not None:
+        seen.add(os.path.realpath(skip))
     stack = [folder]
     while stack:
         here = stack.pop()
@@ -52,13 +56,13 @@ def scan(root: Path, folder: Path, skip: Path | None = None) -> tuple[dict[str, 
             failures.append((here, f"{here}: cannot list folder: {e.strerror or e}"))
             continue
         names = {e.name for e in entries}
+        subfolders: list[os.DirEntry] = []
         for entry in entries:
             if entry.name.startswith("."):
                 continue
             try:
                 if entry.is_dir():
-                    if skip_real is None or os.path.realpath(entry.path) != skip_real:
-                        stack.append(Path(entry.path))
+                    subfolders.append(entry)
                     continue
                 if Path(entry.name).suffix.lower() not in IMAGE_SUFFIXES or not entry.is_file():
                     continue
@@ -71,6 +75,11 @@ def scan(root: Path, folder: Path, skip: Path | None = None) -> tuple[dict[str, 
                 continue
             rel = Path(entry.path).relative_to(root).as_posix()
             files[rel] = FileInfo(rel, Path(entry.path), st.st_size, st.st_mtime_ns, sidecars, side_mtime)
+        for entry in sorted(subfolders, key=lambda e: e.is_symlink()):  # a real folder before a link to it
+            real = os.path.realpath(entry.path)
+            if real not in seen:
+                seen.add(real)
+                stack.append(Path(entry.path))
     return files, failures
 
 

@@ -139,6 +139,9 @@ class Sync:
         metas = {info.path: self._file_meta(info, row, report) for info, row, _, _ in inserts}
         metas.update({info.path: self._file_meta(info, row, report) for row, info in moves + touched})
         caption_vecs = self._embed_captions([m.caption for m in metas.values() if m is not None])
+        # read reused vectors before any row goes: a source may be a row this chunk replaces (two files swapped)
+        sources = sorted({src for _, _, _, src in inserts if src is not None})
+        reused = dict(zip(sources, self.store.vectors(sources, self.dim))) if sources else {}
         new_ids: list[int] = []
         new_vecs: list[np.ndarray] = []
         with self.store.transaction():
@@ -146,7 +149,7 @@ class Sync:
                 self.store.update_file(row.id, info.path, info.size, info.mtime_ns)
                 self._apply_meta(row.id, metas[info.path], caption_vecs)
             for info, row, sha, src in inserts:
-                vector = embedded.get(info.abspath) if src is None else self.store.vectors([src], self.dim)[0]
+                vector = embedded.get(info.abspath) if src is None else reused[src]
                 meta = metas[info.path]
                 carried = self.store.metadata_of(row.id) if row is not None else None
                 if row is not None:

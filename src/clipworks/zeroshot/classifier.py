@@ -154,7 +154,7 @@ class ZeroShotClassifier:
         """Encode every ``template.format(name)`` with ``encoder`` and ensemble per class: normalise each prompt's
         embedding, average over the templates, renormalise (one template: its normalised embedding).
 
-        ``templates`` is a built-in set name (``simple``, ``openai-imagenet``, ``fashion``), a file with one
+        ``templates`` is a built-in set name (``simple``, ``openai-imagenet``, ``fashion-mnist``), a file with one
         template per line, one template string with ``{}``, or a list. ``progress`` counts prompts encoded.
         """
         names = check_class_names(class_names)
