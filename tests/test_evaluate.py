@@ -172,7 +172,7 @@ def test_zeroshot_refuses_unnamed_and_duplicate_classes(tmp_path, tiny_encoder):
     with pytest.raises(UsageError, match="class names"):
         evaluate_zeroshot(tiny_encoder, csv_labels(tmp_path / "ids.csv"), "simple")
     (tmp_path / "names.txt").write_text("cat\ncat\n")
-    with pytest.raises(DataError, match="'cat' appears twice"):
+    with pytest.raises(UsageError, match="names.txt: duplicate class names 'cat' ×2"):
         csv_labels(tmp_path / "ids.csv", class_names=tmp_path / "names.txt")
     with pytest.raises(UsageError, match="template"):
         evaluate_zeroshot(tiny_encoder, csv_labels(tmp_path / "ids.csv", class_names=_write(tmp_path / "n.txt", "a\nb\n")),

@@ -10,12 +10,12 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from ..errors import MissingFileError, UsageError
+from ..errors import UsageError
 from ..image.decode import ImageError
 from ..progress import progress_bar
 from ..zeroshot import TTA_MODES, Prediction, ZeroShotClassifier
 from ..zeroshot import classify as run_classify
-from ..zeroshot.classifier import check_class_names, resolve_templates
+from ..zeroshot.classifier import check_class_names, read_class_names, resolve_templates
 from .common import (
     BatchArg,
     CsvArg,
@@ -39,10 +39,7 @@ def _labels(labels: str | None, labels_file: Path | None) -> list[str]:
     if labels is not None:
         return list(check_class_names([name.strip() for name in labels.split(",")], where="--labels"))
     assert labels_file is not None
-    if not labels_file.is_file():
-        raise MissingFileError(f"--labels-file {labels_file}: no such file")
-    lines = [ln.strip() for ln in labels_file.read_text(encoding="utf-8").splitlines()]
-    return list(check_class_names([ln for ln in lines if ln and not ln.startswith("#")], where=str(labels_file)))
+    return list(read_class_names(labels_file))
 
 
 def _percent(p: float) -> str:

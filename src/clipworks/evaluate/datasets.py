@@ -22,6 +22,7 @@ from ..data.fashion_mnist import idx_file
 from ..data.folder import image_files
 from ..errors import MissingFileError, UsageError
 from ..image.decode import IMAGE_SUFFIXES
+from ..zeroshot.classifier import read_class_names as zeroshot_class_names
 
 LABELLED_KINDS = "'fashion-mnist' (or 'fashion-mnist:test'), a folder with one subfolder per class, or a .csv/.tsv of (path, label)"
 CAPTIONED_KINDS = "a .csv/.tsv/.jsonl of (image, caption) rows, or a folder of images with same-stem .txt captions"
@@ -95,13 +96,10 @@ def read_class_names(path: str | Path, folders: Sequence[str] | None = None) -> 
         if missing:
             raise DataError(f"{path}: no name for class folder(s) {', '.join(map(repr, missing))}")
         return [str(mapping[f]) for f in folders]
-    names = [line.strip() for line in text.splitlines() if line.strip()]
+    names = list(zeroshot_class_names(path))
     if folders is not None and len(names) != len(folders):
         raise DataError(f"{path}: {len(names)} class names for {len(folders)} class folders (one name per line, in "
                         f"sorted folder order: {', '.join(folders[:5])}{', …' if len(folders) > 5 else ''})")
-    if len(set(names)) != len(names):
-        dup = next(n for n in names if names.count(n) > 1)
-        raise DataError(f"{path}: class name {dup!r} appears twice")
     return names
 
 

@@ -20,6 +20,7 @@ from ..encoder import Encoder
 from ..errors import UsageError
 from ..progress import Progress
 from ..zeroshot import OPENAI_IMAGENET_TEMPLATES, build_classifier, check_templates
+from ..zeroshot.classifier import check_class_names
 from ..zeroshot.classifier import resolve_templates as classifier_templates
 from .datasets import LabelledImages, check_labels
 from .features import LabelledFeatures, batch_size_for, encode_labelled
@@ -89,11 +90,8 @@ def evaluate_zeroshot(
     if not dataset.named:
         raise UsageError(f"{dataset.name}: zero-shot needs class names, but the labels are bare ids; give a class "
                          "names file (one name per line, in label order)")
-    names = dataset.class_names
-    duplicates = sorted({n for n in names if names.count(n) > 1})
-    if duplicates:
-        raise UsageError(f"{dataset.name}: class name(s) {', '.join(map(repr, duplicates))} name more than one class; "
-                         "zero-shot cannot tell them apart (give a class names file)")
+    names = list(check_class_names(dataset.class_names,
+                                   where=f"{dataset.name} (give a class names file to rename classes)"))
     ensemble = check_templates(resolve_templates(templates, dataset), where="templates")
     batch_size = batch_size_for(encoder, dataset, batch_size)
     if features is None:

@@ -73,12 +73,21 @@ def build_classifier(
     return F.normalize(per_prompt.mean(dim=1), dim=-1).T.contiguous()
 
 
+def read_class_names(path: str | Path) -> tuple[str, ...]:
+    """Class names from a text file, one per line (in class-id order); blank lines and ``#`` comments skipped."""
+    path = Path(path)
+    if not path.is_file():
+        raise MissingFileError(f"class names file {path}: no such file")
+    lines = [ln.strip() for ln in path.read_text(encoding="utf-8").splitlines()]
+    return check_class_names([ln for ln in lines if ln and not ln.startswith("#")], where=str(path))
+
+
 def check_class_names(class_names: Sequence[str], where: str = "labels") -> tuple[str, ...]:
     """The class names as a tuple, or a ``UsageError`` for an empty list, a blank name, or duplicates (named)."""
     if isinstance(class_names, str):
         raise UsageError(f"{where}: a list of class names, not one string ({class_names[:40]!r})")
     names = tuple(class_names)
-    if not names:
+    if not names or names == ("",):
         raise UsageError(f"{where}: no class names; zero-shot classification needs at least one")
     for i, name in enumerate(names):
         if not isinstance(name, str):
