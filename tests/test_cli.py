@@ -92,3 +92,14 @@ def test_embed_text(tmp_path, checkpoint):
 def test_console_script_runs():
     r = subprocess.run([sys.executable, "-m", "clipworks", "info", "--list"], capture_output=True, text=True)
     assert r.returncode == 0 and "ViT-B-32" in r.stdout
+
+
+def test_emit_json_is_strict_json(capsys):
+    """NaN (an undefined score) and numpy values print as strict JSON: null and plain numbers."""
+    import numpy as np
+
+    from clipworks.cli.common import emit_json
+
+    emit_json({"score": float("nan"), "n": np.int64(3), "v": np.float32(0.5), "name": "café"})
+    out = capsys.readouterr().out
+    assert json.loads(out) == {"score": None, "n": 3, "v": 0.5, "name": "café"} and "NaN" not in out

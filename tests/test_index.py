@@ -334,6 +334,11 @@ def test_refuses_what_is_not_an_index_and_overwrites_nothing(tmp_path, built, im
     with pytest.raises(IndexFormatError, match="newer clipworks.*format 2"):
         Index.open(built.path, writable=True)
     assert {p.name: p.read_bytes() for p in built.path.iterdir()} == files
+    with sqlite3.connect(db) as conn:
+        conn.execute("UPDATE meta SET value = '0' WHERE key = 'format_version'")
+    conn.close()
+    with pytest.raises(IndexFormatError, match="format version 0 is not a valid version"):
+        Index.open(built.path)
     with pytest.raises(MissingFileError):
         Index.open(tmp_path / "nowhere")
 

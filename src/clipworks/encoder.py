@@ -177,10 +177,11 @@ class Encoder:
         return np.concatenate(chunks)
 
     def encode_files(self, paths: Sequence[Path], strict: bool = False, workers: int = 2,
-                     progress: Progress | None = None) -> ImageEmbeddings:
-        """Embeddings of image files; unreadable ones are skipped and listed in ``failures`` (``strict`` raises)."""
-        return embed_images(self.model, self.preprocess, [Path(p) for p in paths], self.batch_size, True, strict,
-                            workers, progress)
+                     progress: Progress | None = None, batch_size: int | None = None) -> ImageEmbeddings:
+        """Embeddings of image files; unreadable ones are skipped and listed in ``failures`` (``strict`` raises).
+        ``batch_size`` overrides the encoder's for this call."""
+        return embed_images(self.model, self.preprocess, [Path(p) for p in paths], batch_size or self.batch_size,
+                            True, strict, workers, progress)
 
     def logits(self, image_features: np.ndarray, text_features: np.ndarray) -> np.ndarray:
         """``[images, texts]`` logits of normalised features with the model's own scale (and bias)."""

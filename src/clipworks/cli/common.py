@@ -71,8 +71,10 @@ def print_skipped(reasons: Sequence[str], limit: int | None = None) -> None:
 
 
 def emit_json(data: Any) -> None:
-    """Results as indented JSON on stdout (non-ASCII kept readable)."""
-    typer.echo(json.dumps(data, indent=2, ensure_ascii=False))
+    """Results as indented, strict JSON on stdout (numpy unwrapped, NaN → null, non-ASCII kept readable)."""
+    from ..evaluate.report import jsonable
+
+    typer.echo(json.dumps(jsonable(data), indent=2, ensure_ascii=False, allow_nan=False))
 
 
 def emit_csv(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> None:

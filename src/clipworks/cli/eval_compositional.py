@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Annotated
 
@@ -13,7 +12,7 @@ from ..evaluate.compositional import evaluate_compositional, markdown_table
 from ..evaluate.probes import CATEGORIES, MIN_SIZE, check_categories, generate_probes, save_probes
 from ..evaluate.report import write_report
 from ..progress import progress_bar
-from .common import BatchArg, DeviceArg, ModelArg, PretrainedArg, err, load_encoder, user_errors
+from .common import BatchArg, DeviceArg, ModelArg, PretrainedArg, emit_json, err, load_encoder, user_errors
 
 out = Console()
 EXAMPLES_PER_CATEGORY = 8
@@ -51,6 +50,6 @@ def compositional(
                                  {"categories": names, "n": n, "seed": seed, "size": size, "device": device}, table):
             err.print(f"wrote {path}")
         if as_json:
-            print(json.dumps(result, indent=2))
+            emit_json(result)
         else:
             out.print(table, markup=False, highlight=False, end="")

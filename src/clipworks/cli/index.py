@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated
@@ -15,7 +14,17 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from ..errors import UsageError
 from ..search import AddReport, Index
 from . import search as search_cli
-from .common import BatchArg, DeviceArg, ModelArg, PretrainedArg, err, load_encoder, print_skipped, user_errors
+from .common import (
+    BatchArg,
+    DeviceArg,
+    ModelArg,
+    PretrainedArg,
+    emit_json,
+    err,
+    load_encoder,
+    print_skipped,
+    user_errors,
+)
 
 app = typer.Typer(no_args_is_help=True, add_completion=False,
                   help="A persistent search index of an image folder (FAISS + SQLite); `clipworks search` queries it.")
@@ -125,7 +134,7 @@ def info(
     with user_errors(), Index.open(index) as idx:
         data = idx.info()
     if as_json:
-        print(json.dumps(data, indent=2))
+        emit_json(data)
         return
     for key, value in data.items():
         if key == "model_ref":

@@ -12,7 +12,6 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ..embed import embed_images
 from ..encoder import Encoder, ModelRef
 from ..errors import UsageError
 from ..fileio import atomic_file
@@ -56,7 +55,7 @@ def encode_labelled(encoder: Encoder, dataset: LabelledImages, batch_size: int |
     if dataset.pixels is not None:
         return LabelledFeatures(_encode_pixels(encoder, dataset.pixels, batch_size, progress), dataset.labels.copy())
     assert dataset.paths is not None
-    result = embed_images(encoder.model, encoder.preprocess, dataset.paths, batch_size, True, False, workers, progress)
+    result = encoder.encode_files(dataset.paths, workers=workers, progress=progress, batch_size=batch_size)
     keep = np.zeros(len(dataset.paths), dtype=bool)
     j = 0
     for i, path in enumerate(dataset.paths):  # kept paths are a subsequence of the input, in order

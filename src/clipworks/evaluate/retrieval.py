@@ -20,7 +20,6 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..embed import embed_images
 from ..encoder import Encoder
 from ..errors import UsageError
 from ..progress import Progress
@@ -125,7 +124,7 @@ def evaluate_retrieval(encoder: Encoder, pairs: CaptionedImages, ks: Sequence[in
                        batch_size: int = 64, workers: int = 2, progress: Progress | None = None) -> dict[str, Any]:
     """Recall@K of ``encoder`` on captioned images. Images that cannot be read are left out with their captions
     and listed under ``skipped``. ``progress`` counts images, captions, then queries (twice: both directions)."""
-    embedded = embed_images(encoder.model, encoder.preprocess, pairs.images, batch_size, True, False, workers, progress)
+    embedded = encoder.encode_files(pairs.images, workers=workers, progress=progress, batch_size=batch_size)
     position = {path: i for i, path in enumerate(embedded.paths)}  # image paths are unique in CaptionedImages
     keep = np.array([pairs.images[i] in position for i in pairs.caption_image], dtype=bool)
     captions = [c for c, k in zip(pairs.captions, keep) if k]

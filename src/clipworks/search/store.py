@@ -159,7 +159,10 @@ class Store:
             store.close()
             raise IndexFormatError(f"{index_dir} is not a clipworks index ({DB_NAME} has no '{FORMAT}' record)")
         version = meta.get("format_version")
-        if not isinstance(version, int) or version > FORMAT_VERSION:
+        if not isinstance(version, int) or version < 1:
+            store.close()
+            raise IndexFormatError(f"{index_dir}: index format version {version!r} is not a valid version")
+        if version > FORMAT_VERSION:
             store.close()
             raise IndexFormatError(f"{index_dir} was written by a newer clipworks (index format {version}; this "
                                    f"version reads up to {FORMAT_VERSION}): upgrade clipworks to use it")
