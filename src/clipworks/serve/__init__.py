@@ -1,0 +1,37 @@
+"""The HTTP service (``clipworks serve``): search, zero-shot classification and embeddings over FastAPI/uvicorn.
+
+FastAPI is an optional dependency (extra ``serve``); ``create_app`` imports it when called, naming the extra when
+it is missing. ``ServeSettings`` needs nothing beyond the library.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from .settings import ServeSettings
+
+if TYPE_CHECKING:
+    from fastapi import FastAPI
+
+    from ..encoder import Encoder
+    from ..search.index import Index
+
+
+def create_app(index: Index | None = None, encoder: Encoder | None = None, *,
+               settings: ServeSettings | None = None) -> FastAPI:
+    """The FastAPI app of the service (see ``serve/app.py``)."""
+    import importlib.util
+
+    from ..errors import require
+
+    require("fastapi", "serve", "the HTTP service")
+    if not any(importlib.util.find_spec(m) for m in ("python_multipart", "multipart")):
+        require("python_multipart", "serve", "the HTTP service's uploads")
+    from .app import create_app as _create_app
+
+    return _create_app(index, encoder, settings=settings)
+
+
+__all__ = ["ServeSettings", "create_app"]
+
+
