@@ -394,3 +394,89 @@ def test_metrics_count_requests_by_route(served):
 
     names = {f.name for f in text_string_to_metric_families(text)}  # a real Prometheus parser reads it
     assert {"clipworks_requests", "clipworks_request_seconds", "clipworks_index_items"} <= names
+
+
+# -- updating the index while it answers ---------------------------------------------------------------------------
+class SlowEncoder(SpyEncoder):
+    """Embeds files slowly, so that an add spans many searches."""
+
+    def encode_files(self, paths, **kw):
+        import time
+
+        time.sleep(0.05)
+        return self._encoder.encode_files(paths, **kw)
+
+
+def test_index_add_while_searching_shows_only_whole_states(tmp_path, image_dir, tiny_encoder, photos, one_thread):
+    import functools
+    import time
+
+    with Index.create(tmp_path / "idx", image_dir, tiny_encoder) as built:
+        built.add()
+    before = 4
+    new = 10
+    (image_dir / "new").mkdir()
+    for i in range(new):
+        name = list(photos)[i % len(photos)]
+        photos[name].resize((40 + 4 * i, 36)).convert("RGB").save(image_dir / "new" / f"{i}.jpg")
+    writer = Index.open(tmp_path / "idx", encoder=SlowEncoder(tiny_encoder), writable=True)  # type: ignore[arg-type]
+    writer.add = functools.partial(Index.add, writer, commit_every=2)  # five commits, each visible to a naive reader
+    app = create_app(writer, tiny_encoder, settings=ServeSettings(api_key=KEY))
+    seen: list[tuple[int, int, float]] = []
+    errors: list[str] = []
+    stop = threading.Event()
+
+    with TestClient(app) as client:
+        want_before = client.get("/search", params={"q": "a photo", "k": 50}).json()
+
+        def searcher():
+            while not stop.is_set():
+                r = client.get("/search", params={"q": "a photo", "k": 50})
+                if r.status_code != 200:
+                    errors.append(r.text)
+                    continue
+                page = r.json()
+                seen.append((page["total"], len(page["hits"]), time.perf_counter()))
+                if page["total"] == before and page["hits"] != want_before["hits"]:
+                    errors.append("a search before the add finished saw part of it")
+
+        threads = [threading.Thread(target=searcher) for _ in range(3)]
+        for t in threads:
+            t.start()
+        time.sleep(0.1)
+        start = time.perf_counter()
+        r = client.post("/index/add", headers={"Authorization": f"Bearer {KEY}"}, json={"folder": "new"})
+        end = time.perf_counter()
+        time.sleep(0.1)
+        stop.set()
+        for t in threads:
+            t.join()
+        assert r.status_code == 200, r.text
+        assert r.json()["added"] == new and r.json()["items"] == before + new
+        assert not errors, errors[:3]
+        assert {total for total, _, _ in seen} == {before, before + new}  # never a half-written state
+        assert all(hits == total for total, hits, _ in seen)
+        assert sum(start < t < end for _, _, t in seen) >= 3  # searches kept being answered during the add
+        paths = {h["path"] for h in client.get("/search", params={"q": "x", "k": 50}).json()["hits"]}
+        assert paths == {"0_astronaut.jpg", "1_coffee.jpg", "2_chelsea.jpg", "sub/rocket.png",
+                         *(f"new/{i}.jpg" for i in range(new))}
+        # the served index equals the library's answer on a fresh read of the same database
+        with Index.open(tmp_path / "idx", encoder=tiny_encoder) as fresh:
+            want = search(fresh, "a photo", k=5)
+        got = client.get("/search", params={"q": "a photo", "k": 5}).json()
+        assert [h["id"] for h in got["hits"]] == [h.id for h in want.hits]
+
+        # delete by id: gone from items and search, and a later add does not bring it back
+        victim = next(h for h in got["hits"] if h["path"].startswith("new/"))
+        r = client.delete(f"/index/items/{victim['id']}", headers={"X-API-Key": KEY})
+        assert r.status_code == 200 and r.json()["removed"] == 1 and r.json()["items"] == before + new - 1
+        assert client.get(f"/items/{victim['id']}").status_code == 404
+        assert client.get(f"/thumb/{victim['id']}").status_code == 404
+        assert client.delete(f"/index/items/{victim['id']}", headers={"X-API-Key": KEY}).status_code == 404
+        r = client.post("/index/add", headers={"X-API-Key": KEY})
+        assert r.status_code == 200 and r.json()["items"] == before + new - 1
+        r = client.post("/index/add", headers={"X-API-Key": KEY}, json={"folder": "../outside"})
+        assert r.status_code == 422 and "folder" in r.json()["detail"]
+        r = client.post("/index/add", headers={"X-API-Key": KEY}, json={"folder": "nope"})
+        assert r.status_code == 404 and str(image_dir) not in r.text
+    writer.close()
