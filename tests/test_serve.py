@@ -11,9 +11,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
-
 from fastapi.testclient import TestClient
+from PIL import Image
 
 from clipworks.search.index import Index
 from clipworks.search.retrieve import search
@@ -480,3 +479,74 @@ def test_index_add_while_searching_shows_only_whole_states(tmp_path, image_dir, 
         r = client.post("/index/add", headers={"X-API-Key": KEY}, json={"folder": "nope"})
         assert r.status_code == 404 and str(image_dir) not in r.text
     writer.close()
+
+
+# -- the command ---------------------------------------------------------------------------------------------------
+@pytest.fixture()
+def built_index(tmp_path, image_dir, tiny_encoder, one_thread) -> Path:
+    with Index.create(tmp_path / "idx", image_dir, tiny_encoder) as built:
+        built.add()
+    return tmp_path / "idx"
+
+
+def test_cli_serve_binds_loopback_and_checks_its_arguments(built_index, tiny_checkpoint, tiny_sigmoid_checkpoint,
+                                                           monkeypatch):
+    import uvicorn
+    from typer.testing import CliRunner
+
+    from clipworks.cli import app
+
+    calls = []
+
+    def fake_run(served_app, **kw):
+        calls.append(kw)
+        with TestClient(served_app) as client:
+            assert client.get("/healthz").json()["items"] == 4
+            r = client.post("/index/add", headers={"Authorization": "Bearer k2"})
+            calls[-1]["add_status"] = r.status_code
+
+    monkeypatch.setattr(uvicorn, "run", fake_run)
+    runner = CliRunner()
+    r = runner.invoke(app, ["serve", "--index", str(built_index)], env={"CLIPWORKS_API_KEY": "k2"})
+    assert r.exit_code == 0, r.output
+    assert calls[-1]["host"] == "127.0.0.1" and calls[-1]["port"] == 8000 and calls[-1]["add_status"] == 200
+    r = runner.invoke(app, ["serve", "--index", str(built_index), "--host", "0.0.0.0", "--port", "9001"], env={})
+    assert r.exit_code == 0 and calls[-1]["host"] == "0.0.0.0" and calls[-1]["add_status"] == 403
+    assert "warning" in r.output and "network" in r.output
+    r = runner.invoke(app, ["serve"])
+    assert r.exit_code == 1 and "--index" in r.output
+    r = runner.invoke(app, ["serve", "--index", str(built_index), "--model", str(tiny_sigmoid_checkpoint)])
+    assert r.exit_code == 1 and "built with" in r.output
+    r = runner.invoke(app, ["serve", "--model", str(tiny_checkpoint), "--max-batch", "0"])
+    assert r.exit_code != 0
+
+
+def test_cli_serve_runs_a_real_server(built_index):
+    import os
+    import socket
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(["src", os.environ.get("PYTHONPATH", "")])}
+    proc = subprocess.Popen([sys.executable, "-m", "clipworks", "serve", "--index", str(built_index), "--port",
+                             str(port), "--log-level", "warning"], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/search?q=astronaut&k=2", timeout=5) as r:
+                    page = json.load(r)
+                break
+            except OSError:
+                assert proc.poll() is None and time.monotonic() < deadline, proc.stdout.read().decode()  # type: ignore[union-attr]
+                time.sleep(0.2)
+        assert page["total"] == 4 and len(page["hits"]) == 2
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
