@@ -550,3 +550,63 @@ def test_cli_serve_runs_a_real_server(built_index):
     finally:
         proc.terminate()
         proc.wait(timeout=20)
+
+
+def test_malformed_requests_all_get_4xx_and_change_nothing(served, image_dir, tmp_path):
+    """A burst of malformed requests (random bodies, truncated multipart, wrong types, huge fields, traversal ids,
+    wrong keys): every answer is a clean 4xx, and a search afterwards answers exactly as before."""
+    client, _ = served
+    before = client.get("/search", params={"q": "a cat", "k": 4}).json()
+    rng = np.random.default_rng(1)
+    good = (image_dir / "0_astronaut.jpg").read_bytes()
+    multipart = (b"--XyZ\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.jpg\"\r\n"
+                 b"Content-Type: image/jpeg\r\n\r\n" + good + b"\r\n--XyZ--\r\n")
+    requests = []
+    for i in range(120):
+        kind = i % 12
+        junk = rng.integers(0, 256, int(rng.integers(0, 2000)), dtype=np.uint8).tobytes()
+        if kind == 0:
+            requests.append(("POST", "/embed/text", {"content": junk, "headers": {"content-type": "application/json"}}))
+        elif kind == 1:
+            cut = int(rng.integers(1, len(multipart) - 1))
+            requests.append(("POST", ["/search", "/embed/image", "/classify"][i % 3],
+                             {"content": multipart[:cut], "headers": {"content-type": "multipart/form-data; boundary=XyZ"}}))
+        elif kind == 2:
+            requests.append(("POST", "/search", {"content": junk, "headers": {"content-type": "multipart/form-data"}}))
+        elif kind == 3:
+            requests.append(("POST", "/search", {"json": {"q": ["a"] * int(rng.integers(1, 5)), "k": {"x": 1}}}))
+        elif kind == 4:
+            requests.append(("GET", f"/search?q=cat&k={rng.integers(-10**6, 10**6) * 7919}&offset=x", {}))
+        elif kind == 5:
+            requests.append(("POST", "/embed/text", {"json": {"texts": ["y" * int(rng.integers(1001, 50_000))]}}))
+        elif kind == 6:
+            bad = ["..%2F..%2Fetc%2Fpasswd", "-5", "1e3", "%00", "0x10", "9" * 40, "..%5C..%5Cwin.ini", "%2e%2e%2f"][i % 8]
+            requests.append(("GET", f"/{['items', 'thumb', 'image'][i % 3]}/{bad}", {}))
+        elif kind == 7:
+            requests.append(("POST", "/index/add", {"headers": {"Authorization": f"Bearer {junk[:8].hex()}"},
+                                                    "json": {"folder": "/etc"}}))
+        elif kind == 8:
+            requests.append(("DELETE", "/index/items/1", {"headers": {"X-API-Key": "wrong"}}))
+        elif kind == 9:
+            requests.append(("POST", "/classify", {"files": {"file": ("a.jpg", junk)}, "data": {"labels": "a,b"}}))
+        elif kind == 10:
+            requests.append(("POST", "/search", {"files": {"file": ("a.jpg", good)},
+                                                 "data": {"k": "many", "filters": "{oops"}}))
+        else:
+            requests.append(("POST", "/search", {"json": {"q": "cat", "filters": {"after": junk[:10].hex()}}}))
+    for method, url, kw in requests:
+        r = client.request(method, url, **kw)
+        _assert_clean(r, str(tmp_path), str(image_dir))
+    assert client.get("/search", params={"q": "a cat", "k": 4}).json() == before
+    assert client.get("/healthz").json()["items"] == 4
+
+
+def test_multipart_search_takes_filters_as_form_fields(served, image_dir):
+    client, _ = served
+    data = (image_dir / "sub" / "rocket.png").read_bytes()
+    r = client.post("/search", files={"file": ("q.png", data, "image/png")}, data={"folder": "sub", "k": "3"})
+    assert r.status_code == 200, r.text
+    assert [h["path"] for h in r.json()["hits"]] == ["sub/rocket.png"] and r.json()["total"] == 1
+    r = client.post("/search", files={"file": ("q.png", data, "image/png")},
+                    data={"filters": json.dumps({"folder": "sub"})})
+    assert r.json()["total"] == 1

@@ -10,10 +10,10 @@ every input is bounded and every error is a ``{"detail": …}`` 4xx that names t
 import contextlib
 import glob
 import io
-import json
 import mimetypes
 import os
 import posixpath
+import threading
 import time
 from collections import OrderedDict
 from collections.abc import Mapping
@@ -27,7 +27,6 @@ from fastapi import Path as PathParam
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, HTMLResponse, PlainTextResponse, Response
 from PIL import Image, ImageOps
-from pydantic import BaseModel, ConfigDict, StrictInt, StrictStr, ValidationError
 
 from ..encoder import Encoder, ModelRef
 from ..image.decode import ImageError, load_image
@@ -36,19 +35,28 @@ from ..search.filters import Filters
 from ..search.index import Index
 from ..search.retrieve import Page, search
 from ..zeroshot.classifier import ZeroShotClassifier
-from ..zeroshot.templates import TEMPLATE_SETS, check_templates
 from .batcher import MicroBatcher
+from .inputs import (
+    AddRequest,
+    EmbedTextRequest,
+    SearchRequest,
+    check_texts,
+    form_int,
+    parse_json_field,
+    parse_labels,
+    parse_templates,
+    relative_folder,
+    uploaded_image,
+    validated,
+)
 from .live import LiveIndex
 from .metrics import Metrics
 from .security import (
     BodyLimit,
     check_api_key,
-    decode_image,
     install_error_handlers,
     known_paths,
-    read_upload,
     scrub,
-    validation_message,
 )
 from .settings import ServeSettings
 
@@ -56,27 +64,8 @@ STATIC = Path(__file__).parent / "static"
 MAX_ID = 2**63 - 1
 _FORM_SLACK = 64 * 1024  # multipart boundaries and small form fields beside the one file
 _THUMB_CACHE = 2048
+_SECURITY_HEADERS = [(b"x-content-type-options", b"nosniff"), (b"referrer-policy", b"no-referrer")]
 ItemId = Annotated[int, PathParam(ge=0, le=MAX_ID, description="An indexed item's id.")]
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class EmbedTextRequest(_Strict):
-    texts: list[StrictStr]
-
-
-class SearchRequest(_Strict):
-    q: StrictStr | None = None
-    id: StrictInt | None = None
-    k: StrictInt = 10
-    offset: StrictInt = 0
-    filters: dict[str, Any] | None = None
-
-
-class AddRequest(_Strict):
-    folder: StrictStr | None = None
 
 
 def public_model(ref: ModelRef) -> str:
@@ -111,6 +100,7 @@ class Service:
         self.image = MicroBatcher(encoder.encode_images, settings.max_batch, settings.max_wait_ms, "image",
                                   on_batch=lambda n: self.metrics.batch("image", n))
         self.thumbs: OrderedDict[int, bytes] = OrderedDict()
+        self.cache_lock = threading.Lock()
         self.classifiers: OrderedDict[tuple, ZeroShotClassifier] = OrderedDict()
         root = self.live.root if self.live else None
         self.paths = known_paths((root, "root"), (self.live.path if self.live else None, "index"),
@@ -234,11 +224,25 @@ def create_app(index: Index | None = None, encoder: Encoder | None = None, *,
     async def search_post(request: Request) -> dict[str, Any]:
         kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
         if kind == "multipart/form-data":
-            form = await request.form(max_files=1, max_fields=20)
+            try:
+                form = await request.form(max_files=1, max_fields=20)
+            except HTTPException:
+                raise
+            except Exception as e:  # noqa: BLE001 (python-multipart's errors: a malformed or truncated body)
+                raise HTTPException(422, f"body: malformed multipart/form-data ({type(e).__name__})") from None
             image = await uploaded_image(form.get("file"), "file", s)
             fields = {key: form.get(key) for key in ("q", "k", "offset", "filters") if form.get(key) is not None}
             if "filters" in fields:
                 fields["filters"] = parse_json_field(fields["filters"], "filters")
+            direct = {key: form.get(key) for key in ("folder", "after", "before", "min_size", "max_size")
+                      if form.get(key)}
+            if form.getlist("tag"):
+                direct["tag"] = [str(t) for t in form.getlist("tag")]
+            if direct:  # filters as plain form fields, as in GET /search
+                if not isinstance(fields.get("filters", {}), dict):
+                    raise HTTPException(422, "filters: expected a JSON object")
+                fields["filters"] = {**fields.get("filters", {}), **{k: str(v) if k != "tag" else v
+                                                                    for k, v in direct.items()}}
             for key in ("k", "offset"):
                 if key in fields:
                     fields[key] = form_int(fields[key], key)
@@ -265,14 +269,16 @@ def create_app(index: Index | None = None, encoder: Encoder | None = None, *,
     @app.get("/thumb/{item_id}", tags=["items"], response_class=Response,
              responses={200: {"content": {"image/jpeg": {}}}})
     def thumb(item_id: ItemId) -> Response:
-        data = svc.thumbs.get(item_id)
+        with svc.cache_lock:
+            data = svc.thumbs.get(item_id)
         if data is None:
             with svc.need_index().reader() as snap:
                 file = item_file(snap, lookup(snap, item_id))
             data = thumbnail(file, item_id, s.thumb_size)
-            svc.thumbs[item_id] = data
-            while len(svc.thumbs) > _THUMB_CACHE:
-                svc.thumbs.popitem(last=False)
+            with svc.cache_lock:
+                svc.thumbs[item_id] = data
+                while len(svc.thumbs) > _THUMB_CACHE:
+                    svc.thumbs.popitem(last=False)
         return Response(data, media_type="image/jpeg", headers={"Cache-Control": "private, max-age=3600"})
 
     @app.get("/image/{item_id}", tags=["items"], response_class=FileResponse)
@@ -295,7 +301,8 @@ def create_app(index: Index | None = None, encoder: Encoder | None = None, *,
         body = validated(AddRequest, parse_json_field(raw, "body")) if raw.strip() else AddRequest()
         folder = live.root if body.folder is None else live.root / relative_folder(body.folder)
         report = await run_in_threadpool(live.write, lambda w: w.add(folder))
-        svc.thumbs.clear()
+        with svc.cache_lock:
+            svc.thumbs.clear()
         failures = [{"path": relative(f, live.root), "error": scrub(str(e), svc.paths)} for f, e in report.failures]
         return {"added": report.added, "updated": report.updated, "moved": report.moved,
                 "unchanged": report.unchanged, "removed": report.removed, "excluded": report.excluded,
@@ -310,7 +317,8 @@ def create_app(index: Index | None = None, encoder: Encoder | None = None, *,
         with live.reader() as snap:
             found = lookup(snap, item_id)
         removed = await run_in_threadpool(live.write, lambda w: w.remove(glob.escape(found.path), exclude=True))
-        svc.thumbs.pop(item_id, None)
+        with svc.cache_lock:
+            svc.thumbs.pop(item_id, None)
         return {"removed": removed, "id": item_id, "path": found.path, "items": len(live)}
 
     return app
@@ -334,6 +342,7 @@ class _Observe:
             nonlocal status
             if message["type"] == "http.response.start":
                 status = message["status"]
+                message = {**message, "headers": [*message.get("headers", []), *_SECURITY_HEADERS]}
             await send(message)
 
         try:
@@ -344,112 +353,17 @@ class _Observe:
             self.metrics.request(name, scope.get("method", ""), status, time.perf_counter() - start)
 
 
-def check_texts(texts: list[str], field: str, s: ServeSettings) -> None:
-    if not texts:
-        raise HTTPException(422, f"{field}: give at least one text")
-    if len(texts) > s.max_texts:
-        raise HTTPException(422, f"{field}: {len(texts)} texts is over the limit of {s.max_texts} per request")
-    for i, t in enumerate(texts):
-        if not t.strip():
-            raise HTTPException(422, f"{field}.{i}: empty text")
-        if len(t) > s.max_text_chars:
-            raise HTTPException(422, f"{field}.{i}: {len(t)} characters is over the limit of {s.max_text_chars}")
-
-
-async def uploaded_image(upload: Any, field: str, s: ServeSettings) -> Image.Image:
-    if upload is None or isinstance(upload, str):
-        raise HTTPException(422, f"{field}: expected an uploaded image file (multipart/form-data field {field!r})")
-    data = await read_upload(upload, field, s.max_upload_bytes)
-    return await run_in_threadpool(decode_image, data, field, s.max_pixels)
-
-
-def parse_json_field(raw: str | bytes, field: str) -> Any:
-    try:
-        return json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise HTTPException(422, f"{field}: not valid JSON ({e.__class__.__name__} at position "
-                                 f"{getattr(e, 'pos', getattr(e, 'start', '?'))})") from None
-
-
-def form_int(value: Any, field: str) -> int:
-    try:
-        return int(str(value).strip())
-    except ValueError:
-        raise HTTPException(422, f"{field}: {str(value)[:40]!r} is not an integer") from None
-
-
-def validated(model: type[BaseModel], data: Any) -> Any:
-    if not isinstance(data, Mapping):
-        raise HTTPException(422, f"body: expected a JSON object, got {type(data).__name__}")
-    try:
-        return model.model_validate(data)
-    except ValidationError as e:
-        from fastapi.exceptions import RequestValidationError
-
-        raise HTTPException(422, validation_message(RequestValidationError(e.errors()))) from None
-
-
-def parse_labels(labels: str, s: ServeSettings) -> list[str]:
-    text = labels.strip()
-    if text.startswith("["):
-        names = parse_json_field(text, "labels")
-        if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
-            raise HTTPException(422, "labels: a JSON list of label strings was expected")
-    else:
-        names = text.split(",")
-    names = [n.strip() for n in names]
-    if len(names) < 1 or not all(names):
-        raise HTTPException(422, "labels: give one or more non-empty labels, comma-separated or as a JSON list")
-    if len(names) > s.max_labels:
-        raise HTTPException(422, f"labels: {len(names)} labels is over the limit of {s.max_labels}")
-    if len(set(names)) != len(names):
-        raise HTTPException(422, "labels: a label is given twice")
-    check_texts(names, "labels", s)
-    return names
-
-
-def parse_templates(templates: str | None, s: ServeSettings) -> tuple[str, ...]:
-    """A built-in set name, a JSON list of templates, or one template with ``{}`` — never a file on the server."""
-    if templates is None or not templates.strip():
-        return TEMPLATE_SETS["simple"]
-    text = templates.strip()
-    if text in TEMPLATE_SETS:
-        return TEMPLATE_SETS[text]
-    if text.startswith("["):
-        temps = parse_json_field(text, "templates")
-        if not isinstance(temps, list) or not all(isinstance(t, str) for t in temps):
-            raise HTTPException(422, "templates: a JSON list of template strings was expected")
-    elif "{}" in text:
-        temps = [text]
-    else:
-        raise HTTPException(422, f"templates: {text[:40]!r} is not a built-in set ({', '.join(TEMPLATE_SETS)}), a "
-                                 "JSON list, nor a template with '{}' where the label goes")
-    if len(temps) > 100:
-        raise HTTPException(422, f"templates: {len(temps)} templates is over the limit of 100")
-    check_texts(temps, "templates", s)
-    return check_templates(temps)
-
-
 def svc_classifier(svc: Service, names: list[str], temps: tuple[str, ...]) -> ZeroShotClassifier:
     key = (tuple(names), temps)
-    found = svc.classifiers.get(key)
+    with svc.cache_lock:
+        found = svc.classifiers.get(key)
     if found is None:
         found = ZeroShotClassifier.build(svc.encoder, names, list(temps))
-        svc.classifiers[key] = found
-        while len(svc.classifiers) > 32:
-            svc.classifiers.popitem(last=False)
+        with svc.cache_lock:
+            svc.classifiers[key] = found
+            while len(svc.classifiers) > 32:
+                svc.classifiers.popitem(last=False)
     return found
-
-
-def relative_folder(folder: str) -> str:
-    """A client's folder: relative to the indexed root, no '..', no absolute path."""
-    text = folder.replace("\\", "/").strip()
-    if text.startswith("/") or (len(text) > 1 and text[1] == ":"):
-        raise HTTPException(422, "folder: give a folder relative to the indexed root, not an absolute path")
-    parts = [p for p in text.split("/") if p not in ("", ".")]
-    if ".." in parts:
-        raise HTTPException(422, "folder: '..' is not allowed (folders are relative to the indexed root)")
-    return "/".join(parts)
 
 
 def relative(path: Path, root: Path) -> str:
