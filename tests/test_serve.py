@@ -610,3 +610,19 @@ def test_multipart_search_takes_filters_as_form_fields(served, image_dir):
     r = client.post("/search", files={"file": ("q.png", data, "image/png")},
                     data={"filters": json.dumps({"folder": "sub"})})
     assert r.json()["total"] == 1
+
+
+def test_a_write_by_another_process_is_followed(tmp_path, image_dir, tiny_encoder, photos, one_thread):
+    with Index.create(tmp_path / "idx", image_dir, tiny_encoder) as built:
+        built.add()
+    with Index.open(tmp_path / "idx", encoder=tiny_encoder) as served_index:
+        app = create_app(served_index, tiny_encoder, settings=ServeSettings())
+        app.state.service.live.check_every = 0.0
+        with TestClient(app) as client:
+            assert client.get("/healthz").json()["items"] == 4
+            photos["horse"].resize((50, 40)).save(image_dir / "horse.jpg")
+            with Index.open(tmp_path / "idx", encoder=tiny_encoder, writable=True) as other:  # `clipworks index add`
+                other.add()
+            assert client.get("/healthz").json()["items"] == 5
+            hits = client.get("/search", params={"q": "a horse", "k": 5}).json()["hits"]
+            assert "horse.jpg" in {h["path"] for h in hits}
