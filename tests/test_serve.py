@@ -626,3 +626,16 @@ def test_a_write_by_another_process_is_followed(tmp_path, image_dir, tiny_encode
             assert client.get("/healthz").json()["items"] == 5
             hits = client.get("/search", params={"q": "a horse", "k": 5}).json()["hits"]
             assert "horse.jpg" in {h["path"] for h in hits}
+
+
+def test_openapi_lists_the_contract_routes(served):
+    client, _ = served
+    spec = client.get("/openapi.json").json()
+    for path, method in [("/healthz", "get"), ("/embed/text", "post"), ("/embed/image", "post"), ("/classify", "post"),
+                         ("/search", "get"), ("/search", "post"), ("/items/{item_id}", "get"),
+                         ("/thumb/{item_id}", "get"), ("/image/{item_id}", "get"), ("/index/add", "post"),
+                         ("/index/items/{item_id}", "delete"), ("/metrics", "get")]:
+        assert method in spec["paths"][path], (path, method)
+    assert client.get("/docs").status_code == 200
+    r = client.get("/search", params={"q": "   "})
+    assert r.status_code == 422 and r.json()["detail"] == "q: empty text"

@@ -40,6 +40,7 @@ from .inputs import (
     AddRequest,
     EmbedTextRequest,
     SearchRequest,
+    check_text,
     check_texts,
     form_int,
     parse_json_field,
@@ -419,7 +420,7 @@ async def run_search(svc: Service, q: str | None, item_id: int | None, image: Im
     if isinstance(filters.get("folder"), str):
         filters["folder"] = relative_folder(filters["folder"]) or None
     if q is not None:
-        check_texts([q], "q", s)
+        check_text(q, "q", s)
         vector = (await svc.text.submit([q]))[0]
     elif image is not None:
         vector = (await svc.image.submit([image]))[0]

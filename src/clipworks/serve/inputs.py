@@ -48,10 +48,14 @@ def check_texts(texts: list[str], field: str, s: ServeSettings) -> None:
     if len(texts) > s.max_texts:
         raise HTTPException(422, f"{field}: {len(texts)} texts is over the limit of {s.max_texts} per request")
     for i, t in enumerate(texts):
-        if not t.strip():
-            raise HTTPException(422, f"{field}.{i}: empty text")
-        if len(t) > s.max_text_chars:
-            raise HTTPException(422, f"{field}.{i}: {len(t)} characters is over the limit of {s.max_text_chars}")
+        check_text(t, f"{field}.{i}", s)
+
+
+def check_text(text: str, field: str, s: ServeSettings) -> None:
+    if not text.strip():
+        raise HTTPException(422, f"{field}: empty text")
+    if len(text) > s.max_text_chars:
+        raise HTTPException(422, f"{field}: {len(text)} characters is over the limit of {s.max_text_chars}")
 
 
 async def uploaded_image(upload: Any, field: str, s: ServeSettings) -> Image.Image:
