@@ -639,3 +639,12 @@ def test_openapi_lists_the_contract_routes(served):
     assert client.get("/docs").status_code == 200
     r = client.get("/search", params={"q": "   "})
     assert r.status_code == 422 and r.json()["detail"] == "q: empty text"
+
+
+def test_settings_are_validated():
+    from clipworks.errors import UsageError
+
+    assert ServeSettings(cors_origins="https://a.example").cors_origins == ("https://a.example",)
+    for bad in ({"max_k": 0}, {"max_batch": -1}, {"api_key": "  "}, {"max_upload_bytes": "big"}, {"thumb_size": True}):
+        with pytest.raises(UsageError, match=next(iter(bad))):
+            ServeSettings(**bad)

@@ -45,7 +45,7 @@ def check_api_key(request: Request, api_key: str | None) -> None:
     if api_key is None:
         raise HTTPException(403, "this server was started without an API key, so changing the index is off "
                                  "(start it with --api-key KEY)")
-    given = request.headers.get("x-api-key")
+    given = request.headers.get("x-api-key") or None
     auth = request.headers.get("authorization")
     if given is None and auth is not None:
         scheme, _, token = auth.partition(" ")

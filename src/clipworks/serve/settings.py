@@ -31,7 +31,8 @@ class ServeSettings:
     thumb_size: int = 256
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "cors_origins", tuple(self.cors_origins or ()))
+        origins = self.cors_origins
+        object.__setattr__(self, "cors_origins", (origins,) if isinstance(origins, str) else tuple(origins or ()))
         if self.api_key is not None and not self.api_key.strip():
             raise UsageError("api_key: an empty key would let anyone in; give a real key or none")
         for f in fields(self):
