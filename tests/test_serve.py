@@ -648,3 +648,21 @@ def test_settings_are_validated():
     for bad in ({"max_k": 0}, {"max_batch": -1}, {"api_key": "  "}, {"max_upload_bytes": "big"}, {"thumb_size": True}):
         with pytest.raises(UsageError, match=next(iter(bad))):
             ServeSettings(**bad)
+
+
+def test_classify_with_a_sigmoid_model_says_so(tiny_sigmoid_checkpoint, photos, one_thread):
+    from clipworks.encoder import Encoder
+    from clipworks.zeroshot import ZeroShotClassifier
+
+    encoder = Encoder.load(str(tiny_sigmoid_checkpoint))
+    client = TestClient(create_app(None, encoder, settings=ServeSettings()))
+    data = jpeg(photos["chelsea"].resize((64, 64)))
+    r = client.post("/classify", files={"file": ("c.jpg", data, "image/jpeg")},
+                    data={"labels": '["cat", "dog", "car"]', "templates": "a photo of a {}.", "k": "3"})
+    assert r.status_code == 200, r.text
+    assert r.json()["sigmoid"] is True
+    clf = ZeroShotClassifier.build(encoder, ["cat", "dog", "car"], ["a photo of a {}."])
+    probs = clf.predict(encoder.encode_images([Image.open(io.BytesIO(data))]))[0]
+    got = {p["label"]: p["probability"] for p in r.json()["predictions"]}
+    np.testing.assert_allclose([got[n] for n in ("cat", "dog", "car")], probs, atol=1e-5)
+    assert client.get("/search", params={"q": "x"}).status_code == 404  # no index served
