@@ -29,6 +29,7 @@ from fastapi.responses import FileResponse, HTMLResponse, PlainTextResponse, Res
 from PIL import Image, ImageOps
 
 from ..encoder import Encoder, ModelRef
+from ..errors import UsageError
 from ..image.decode import ImageError, load_image
 from ..image.transforms import to_rgb
 from ..search.filters import Filters
@@ -125,7 +126,7 @@ def create_app(index: Index | None = None, encoder: Encoder | None = None, *,
     settings = settings or ServeSettings()
     if encoder is None:
         if index is None:
-            raise ValueError("create_app needs an index or an encoder")
+            raise UsageError("create_app needs an index (its model is served) or an encoder")
         encoder = index.encoder
     elif index is not None:
         index.check_encoder(encoder)
@@ -140,12 +141,13 @@ def create_app(index: Index | None = None, encoder: Encoder | None = None, *,
                   description="Search, zero-shot classification and embeddings with one CLIP model.")
     app.state.service = svc
     install_error_handlers(app, svc.paths)
+    # Middleware, innermost first: the body limit, CORS (so a 413 still carries its headers), then the metrics.
+    app.add_middleware(BodyLimit, limit=settings.max_upload_bytes + _FORM_SLACK)
     if settings.cors_origins:
         from fastapi.middleware.cors import CORSMiddleware
 
         app.add_middleware(CORSMiddleware, allow_origins=list(settings.cors_origins), allow_methods=["GET", "POST",
                            "DELETE"], allow_headers=["Authorization", "X-API-Key", "Content-Type"])
-    app.add_middleware(BodyLimit, limit=settings.max_upload_bytes + _FORM_SLACK)
     app.add_middleware(_Observe, metrics=svc.metrics)
     s = settings
 
