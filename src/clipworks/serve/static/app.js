@@ -130,7 +130,7 @@
     let n = size;
     let u = 0;
     while (n >= 1000 && u < units.length - 1) { n /= 1000; u++; }
-    return `${u ? n.toFixed(1) : n} ${units[u]}`;
+    return u ? `${n.toFixed(1)} ${units[u]} (${size} bytes)` : `${size} bytes`;
   }
 
   function baseName(path) {
