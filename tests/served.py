@@ -13,9 +13,8 @@ from datetime import datetime
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
-
 from conftest import photo
+from PIL import Image
 
 API_KEY = "test-key-0123456789"
 

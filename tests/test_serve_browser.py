@@ -14,7 +14,6 @@ from pathlib import Path
 
 import pytest
 from playwright.sync_api import expect, sync_playwright
-
 from served import API_KEY, LIBRARY, make_library, running
 
 CHROMIUM = "/usr/bin/chromium"
@@ -64,7 +63,7 @@ def page(browser, served):
     tab.goto(url + "/")
     yield tab
     assert not tab.errors, f"JavaScript errors on the page: {tab.errors}"
-    outside = [u for u in tab.requests if not (u.startswith(url + "/") or u.startswith(("blob:", "data:")))]
+    outside = [u for u in tab.requests if not u.startswith((url + "/", "blob:", "data:"))]
     assert not outside, f"the page fetched from outside the server: {outside}"
     context.close()
 
@@ -116,7 +115,7 @@ def test_typing_a_query_shows_the_python_api_ranking_with_thumbnails_and_scores(
 
 
 def test_uploading_a_query_image_finds_it_first(page, served):
-    url, ref = served
+    _, ref = served
     root = Path(ref.root)
     rel = "pets/horse.png"
     expected = _search(ref, root / rel)

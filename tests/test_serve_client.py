@@ -13,7 +13,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-
 from served import API_KEY, LIBRARY, generated, make_library, running
 
 ATOL = 1e-5  # the server batches requests together; a batch of other sizes may round the last digit differently

@@ -15,13 +15,13 @@ import json
 import mimetypes
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, Union
+from typing import Any, Self, Union
 
 import numpy as np
 
 from ..errors import ClipworksError, InputTypeError, MissingFileError, require
 
-ImageLike = Union[str, Path, bytes, bytearray, "PIL.Image.Image"]  # noqa: F821, UP007
+ImageLike = Union[str, Path, bytes, bytearray, "PIL.Image.Image"]  # noqa: F821
 
 
 class ClientError(ClipworksError, RuntimeError):
@@ -96,7 +96,7 @@ class Client:
     def close(self) -> None:
         self._http.close()
 
-    def __enter__(self) -> Client:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:
