@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from . import classify, data, embed, eval, index, interpolate, models, plot, score, search, train
+from . import classify, data, embed, eval, index, interpolate, models, plot, score, search, serve, train
 
 app = typer.Typer(no_args_is_help=True, add_completion=False,
                   help="CLIP models: train, load any family, embed, classify, index and search, evaluate, score.")
@@ -14,6 +14,7 @@ app.command("convert")(models.convert)
 app.command("embed")(embed.embed)
 app.command("classify")(classify.classify)
 app.command("search")(search.search)
+app.command("serve")(serve.serve)
 app.command("score")(score.score)
 app.command("quality")(score.quality)
 app.command("filter")(score.filter_images)
