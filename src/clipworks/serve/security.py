@@ -34,7 +34,7 @@ from ..errors import ClipworksError, MissingFileError
 log = logging.getLogger("clipworks.serve")
 
 #: Formats an upload may be in (PIL names); everything else is refused before decoding.
-UPLOAD_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF", "PPM", "MPO")
+UPLOAD_FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF", "PPM")
 _CHUNK = 1 << 16
 _ABSOLUTE = re.compile(r"(?<![\w.:/<])(?:[A-Za-z]:)?[/\\](?:[^\s'\"/\\<>]+[/\\])+[^\s'\",;:)<>]*")
 
@@ -149,6 +149,9 @@ def decode_image(data: bytes, field: str, max_pixels: int) -> Image.Image:
     except (OSError, SyntaxError, ValueError, EOFError) as e:  # truncated or corrupt data
         raise HTTPException(422, f"{field}: the image cannot be decoded ({type(e).__name__}: "
                                  f"{scrub(str(e), ())})") from None
+    except Exception as e:  # noqa: BLE001 (a decoder bug on a hostile file is the file's fault, not a 500)
+        log.warning("decoder error on an upload: %r", e)
+        raise HTTPException(422, f"{field}: the image cannot be decoded ({type(e).__name__})") from None
     return image
 
 
