@@ -244,3 +244,43 @@ def test_file_names_are_shown_as_text_never_as_html(page, served):
     page.get_by_test_id("result-open").first.click()
     expect(page.get_by_test_id("detail-title")).to_have_text(rel)
     assert page.locator("#detail b").count() == 0
+
+
+def test_the_clipworks_serve_command_serves_the_page(browser, served, tmp_path):
+    """The real command in its own process (port 0: uvicorn picks a free one and logs it), then one search."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import threading
+
+    _, ref = served
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "src"), "OMP_NUM_THREADS": "1"}
+    process = subprocess.Popen([sys.executable, "-m", "clipworks", "serve", "--index", str(ref.path), "--port", "0",
+                                "--log-level", "info"], stderr=subprocess.PIPE, stdout=subprocess.DEVNULL, text=True,
+                               env=env)
+    log: list[str] = []
+    try:
+        url = None
+        for line in process.stderr:  # uvicorn: "Uvicorn running on http://127.0.0.1:PORT (Press CTRL+C to quit)"
+            log.append(line)
+            found = re.search(r"running on (http://127\.0\.0\.1:\d+)", line)
+            if found:
+                url = found.group(1)
+                break
+        assert url, "".join(log)
+        drain = threading.Thread(target=lambda: log.extend(process.stderr), daemon=True)
+        drain.start()
+        expected = _search(ref, "a red square")
+        context = browser.new_context()
+        tab = context.new_page()
+        tab.goto(url + "/")
+        _type_query(tab, "a red square")
+        _wait_for(tab, [h.path for h in expected.hits])
+        context.close()
+    finally:
+        process.terminate()
+        code = process.wait(timeout=20)
+    drain.join(timeout=5)
+    # uvicorn shuts down cleanly on SIGTERM, then re-raises the signal so the exit status says why it stopped
+    assert code in (0, -signal.SIGTERM) and "Application shutdown complete" in "".join(log), "".join(log)
