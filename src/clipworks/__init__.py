@@ -19,8 +19,20 @@ from .zeroshot import ZeroShotClassifier, classify
 
 __version__ = "0.2.0"
 
+
+def __getattr__(name: str):
+    """``clipworks.Client``/``ClientError`` import the HTTP client (and httpx) only when first used."""
+    if name in ("Client", "ClientError"):
+        from .serve import client
+
+        return getattr(client, name)
+    raise AttributeError(f"module 'clipworks' has no attribute {name!r}")
+
+
 __all__ = [
     "CheckpointError",
+    "Client",
+    "ClientError",
     "Clip",
     "ClipConfig",
     "ClipTokenizer",

@@ -1,12 +1,13 @@
 """The HTTP service (``clipworks serve``): search, zero-shot classification and embeddings over FastAPI/uvicorn.
 
 FastAPI is an optional dependency (extra ``serve``); ``create_app`` imports it when called, naming the extra when
-it is missing. ``ServeSettings`` needs nothing beyond the library.
+it is missing. ``ServeSettings`` needs nothing beyond the library. ``Client`` (``client.py``, httpx) is imported
+on first use, so the client works where the server's dependencies are not installed.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from .settings import ServeSettings
 
@@ -32,6 +33,14 @@ def create_app(index: Index | None = None, encoder: Encoder | None = None, *,
     return _create_app(index, encoder, settings=settings)
 
 
-__all__ = ["ServeSettings", "create_app"]
+def __getattr__(name: str) -> Any:
+    if name in ("Client", "ClientError"):
+        from . import client
+
+        return getattr(client, name)
+    raise AttributeError(f"module 'clipworks.serve' has no attribute {name!r}")
+
+
+__all__ = ["Client", "ClientError", "ServeSettings", "create_app"]
 
 
