@@ -361,3 +361,18 @@ def test_cli_real_run_with_a_sigmoid_model(tiny_sigmoid_checkpoint, image_dir):
     assert r.returncode == 0, r.stderr
     assert "rocket.png" in r.stdout and "per-label" not in r.stdout
     assert "sigmoid" in r.stderr and "skipped 1 unreadable" in r.stderr and "empty.png" in r.stderr
+
+
+def test_encoder_hashes_its_checkpoint_only_when_the_identity_is_asked_for(tiny_checkpoint, monkeypatch):
+    """Embedding never reads the checkpoint again; the sha256 is taken once, on first use of ``ref``."""
+    import clipworks.encoder as encoder_module
+    from clipworks.encoder import Encoder
+
+    calls = []
+    real = encoder_module.hash_checkpoint
+    monkeypatch.setattr(encoder_module, "hash_checkpoint", lambda path: calls.append(path) or real(path))
+    enc = Encoder.load(str(tiny_checkpoint))
+    enc.encode_text(["a cat"])
+    assert calls == []
+    assert enc.ref.weights == f"sha256:{real(tiny_checkpoint)}" and enc.ref is enc.ref
+    assert len(calls) == 1

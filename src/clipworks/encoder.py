@@ -122,14 +122,22 @@ class Encoder:
     ``Encoder.load("ViT-B-32", "laion2b_s34b_b79k")`` builds one the way ``create_model_and_transforms`` does.
     """
 
-    def __init__(self, model: Clip, preprocess: ImageTransform, tokenizer: Tokenizer, ref: ModelRef,
-                 batch_size: int = 64, text_batch_size: int = 256) -> None:
+    def __init__(self, model: Clip, preprocess: ImageTransform, tokenizer: Tokenizer,
+                 ref: ModelRef | Callable[[], ModelRef], batch_size: int = 64, text_batch_size: int = 256) -> None:
         self.model = model.eval()
         self.preprocess = preprocess
         self.tokenizer = tokenizer
-        self.ref = ref
+        self._ref = ref
         self.batch_size = batch_size
         self.text_batch_size = text_batch_size
+
+    @property
+    def ref(self) -> ModelRef:
+        """The weights' identity, computed on first use: hashing a multi-GB checkpoint is seconds that a command
+        which never stores or compares vectors (embed, classify, score) should not pay at start-up."""
+        if callable(self._ref):
+            self._ref = self._ref()
+        return self._ref
 
     @classmethod
     def load(cls, model: str, pretrained: str | None = None, *, device: str | torch.device = "cpu",
@@ -140,8 +148,8 @@ class Encoder:
                                                           cache_dir=cache_dir)
         if _is_local(model):
             model = str(Path(model).resolve())
-        return cls(clip, preprocess, tokenizer_for(clip.config, cache_dir=cache_dir), ModelRef.of(model, pretrained, clip),
-                   batch_size=batch_size)
+        return cls(clip, preprocess, tokenizer_for(clip.config, cache_dir=cache_dir),
+                   lambda: ModelRef.of(model, pretrained, clip), batch_size=batch_size)
 
     @property
     def embed_dim(self) -> int:
