@@ -160,9 +160,9 @@ class SpyEncoder:
             raise RuntimeError("model exploded at /secret/server/path.py line 3")
         return self._encoder.encode_text(texts)
 
-    def encode_images(self, images):
-        self.calls.append(("image", len(images)))
-        return self._encoder.encode_images(images)
+    def encode_pixels(self, pixels):
+        self.calls.append(("image", len(pixels)))
+        return self._encoder.encode_pixels(pixels)
 
 
 async def _concurrently(app, requests):
@@ -626,6 +626,20 @@ def test_a_write_by_another_process_is_followed(tmp_path, image_dir, tiny_encode
             assert client.get("/healthz").json()["items"] == 5
             hits = client.get("/search", params={"q": "a horse", "k": 5}).json()["hits"]
             assert "horse.jpg" in {h["path"] for h in hits}
+
+
+def test_a_write_while_another_process_writes_is_409_and_retry_works(served, tmp_path, tiny_encoder, image_dir,
+                                                                     photos):
+    client, index = served
+    photos["horse"].resize((50, 40)).save(image_dir / "horse.jpg")
+    with Index.open(index.path, encoder=tiny_encoder, writable=True):  # `clipworks index add` holds the write lock
+        r = client.post("/index/add", headers={"X-API-Key": KEY})
+        assert r.status_code == 409, r.text
+        assert r.json()["detail"].startswith("another process is writing to the index")
+        _assert_clean(r, str(tmp_path))
+        assert client.get("/healthz").json()["items"] == 4
+    r = client.post("/index/add", headers={"X-API-Key": KEY})
+    assert r.status_code == 200 and r.json()["added"] == 1, r.text
 
 
 def test_openapi_lists_the_contract_routes(served):

@@ -246,6 +246,15 @@ def test_file_names_are_shown_as_text_never_as_html(page, served):
     assert page.locator("#detail b").count() == 0
 
 
+def test_the_api_docs_render_offline(page, served):
+    """Swagger UI at /docs lists the routes with every asset from the server (the fixture checks no request left)."""
+    url, _ = served
+    page.goto(url + "/docs")
+    expect(page.locator('.opblock-summary-path[data-path="/search"]').first).to_be_visible()
+    expect(page.locator('.opblock-summary-path[data-path="/embed/image"]')).to_be_visible()
+    assert any(u.endswith("/static/docs/swagger-ui-bundle.js") for u in page.requests)
+
+
 def test_the_clipworks_serve_command_serves_the_page(browser, served, tmp_path):
     """The real command in its own process (port 0: uvicorn picks a free one and logs it), then one search."""
     import os

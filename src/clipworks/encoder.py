@@ -174,15 +174,24 @@ class Encoder:
             raise UsageError("encode_text takes a list of texts, not one string")
         return embed_texts(self.model, self.tokenizer, list(texts), self.text_batch_size, progress=progress)
 
-    @torch.inference_mode()
     def encode_images(self, images: Sequence[Image.Image]) -> np.ndarray:
         """``float32 [len(images), embed_dim]``, L2-normalised, of decoded PIL images (any mode)."""
         chunks = [np.zeros((0, self.embed_dim), dtype=np.float32)]
         for start in range(0, len(images), self.batch_size):
-            x = torch.stack([self.preprocess(to_rgb(im)) for im in images[start : start + self.batch_size]])
-            feats = self.model.encode_image(x.to(device=self.device, dtype=self.dtype), normalize=True)
-            chunks.append(feats.float().cpu().numpy())
+            chunks.append(self.encode_pixels([self.pixels(im) for im in images[start : start + self.batch_size]]))
         return np.concatenate(chunks)
+
+    def pixels(self, image: Image.Image) -> torch.Tensor:
+        """One image as the model's input (the eval transform), so a server can preprocess in its request threads
+        while the model runs, and batch only the model call."""
+        return self.preprocess(to_rgb(image))
+
+    @torch.inference_mode()
+    def encode_pixels(self, pixels: Sequence[torch.Tensor] | torch.Tensor) -> np.ndarray:
+        """``encode_images`` of already-preprocessed images (``pixels()`` each, or a stacked batch), in one call."""
+        x = pixels if isinstance(pixels, torch.Tensor) else torch.stack(list(pixels))
+        feats = self.model.encode_image(x.to(device=self.device, dtype=self.dtype), normalize=True)
+        return feats.float().cpu().numpy()
 
     def encode_files(self, paths: Sequence[Path], strict: bool = False, workers: int = 2,
                      progress: Progress | None = None, batch_size: int | None = None) -> ImageEmbeddings:

@@ -32,6 +32,10 @@ class UsageError(ClipworksError, ValueError):
     """Arguments that cannot work together, or a value outside what a command or function accepts."""
 
 
+class BusyError(UsageError):
+    """A resource another process holds right now (an index being written); trying again later can succeed."""
+
+
 class MissingFileError(ClipworksError, FileNotFoundError):
     """A file or directory the user named is not there."""
 

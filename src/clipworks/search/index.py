@@ -27,7 +27,7 @@ from typing import Any, Self
 import numpy as np
 
 from ..encoder import Encoder, ModelRef
-from ..errors import MissingFileError, UsageError
+from ..errors import BusyError, MissingFileError, UsageError
 from ..fileio import atomic_dir
 from ..progress import Progress
 from .scan import clean_tags, hash_files
@@ -453,7 +453,7 @@ def _lock(index_dir: Path) -> Any:
         pass
     except BlockingIOError:
         handle.close()
-        raise UsageError(f"another process is writing to the index {index_dir}; try again when it is done") from None
+        raise BusyError(f"another process is writing to the index {index_dir}; try again when it is done") from None
     return handle
 
 

@@ -88,6 +88,37 @@ def page_json(page: Page) -> dict[str, Any]:
             "filters": page.filters, "note": page.note}
 
 
+def _swagger_assets() -> Path | None:
+    """Swagger UI's files from the ``fastapi-offline`` wheel (the ``serve`` extra), so ``/docs`` works offline;
+    without it FastAPI's default page loads them from a CDN."""
+    try:
+        import fastapi_offline
+    except ImportError:
+        return None
+    static = Path(fastapi_offline.__file__).parent / "static"
+    return static if (static / "swagger-ui-bundle.js").is_file() else None
+
+
+def _offline_docs(app: FastAPI, assets: Path) -> None:
+    from fastapi.openapi.docs import get_redoc_html, get_swagger_ui_html
+    from fastapi.staticfiles import StaticFiles
+
+    app.mount("/static/docs", StaticFiles(directory=assets), name="docs-assets")
+
+    @app.get("/docs", include_in_schema=False)
+    def docs() -> HTMLResponse:
+        return get_swagger_ui_html(openapi_url="/openapi.json", title="clipworks API",
+                                   swagger_js_url="/static/docs/swagger-ui-bundle.js",
+                                   swagger_css_url="/static/docs/swagger-ui.css",
+                                   swagger_favicon_url="/static/docs/favicon.png")
+
+    @app.get("/redoc", include_in_schema=False)
+    def redoc() -> HTMLResponse:
+        return get_redoc_html(openapi_url="/openapi.json", title="clipworks API",
+                              redoc_js_url="/static/docs/redoc.standalone.js",
+                              redoc_favicon_url="/static/docs/favicon.png", with_google_fonts=False)
+
+
 class Service:
     """What the routes share: the model, the index, the batchers, the metrics, a few caches."""
 
@@ -99,7 +130,7 @@ class Service:
         self.metrics = Metrics(index_size=(lambda: len(self.live)) if self.live is not None else None)
         self.text = MicroBatcher(encoder.encode_text, settings.max_batch, settings.max_wait_ms, "text",
                                  on_batch=lambda n: self.metrics.batch("text", n))
-        self.image = MicroBatcher(encoder.encode_images, settings.max_batch, settings.max_wait_ms, "image",
+        self.image = MicroBatcher(encoder.encode_pixels, settings.max_batch, settings.max_wait_ms, "image",
                                   on_batch=lambda n: self.metrics.batch("image", n))
         self.thumbs: OrderedDict[int, bytes] = OrderedDict()
         self.cache_lock = threading.Lock()
@@ -107,6 +138,12 @@ class Service:
         root = self.live.root if self.live else None
         self.paths = known_paths((root, "root"), (self.live.path if self.live else None, "index"),
                                  (Path.home(), "home"), (Path.cwd(), "cwd"))
+
+    async def embed_image(self, image: Image.Image) -> np.ndarray:
+        """One image's embedding: preprocessed in a request thread (in parallel, while the model runs), then batched
+        with other requests' images into one model call."""
+        pixels = await run_in_threadpool(self.encoder.pixels, image)
+        return (await self.image.submit([pixels]))[0]
 
     def need_index(self) -> LiveIndex:
         if self.live is None:
@@ -137,9 +174,13 @@ def create_app(index: Index | None = None, encoder: Encoder | None = None, *,
         yield
         await svc.aclose()
 
+    docs_assets = _swagger_assets()
     app = FastAPI(title="clipworks", version="1", lifespan=lifespan,
-                  description="Search, zero-shot classification and embeddings with one CLIP model.")
+                  description="Search, zero-shot classification and embeddings with one CLIP model.",
+                  **({"docs_url": None, "redoc_url": None} if docs_assets else {}))
     app.state.service = svc
+    if docs_assets:
+        _offline_docs(app, docs_assets)
     install_error_handlers(app, svc.paths)
     # Middleware, innermost first: the body limit, CORS (so a 413 still carries its headers), then the metrics.
     app.add_middleware(BodyLimit, limit=settings.max_upload_bytes + _FORM_SLACK)
@@ -184,7 +225,7 @@ def create_app(index: Index | None = None, encoder: Encoder | None = None, *,
     async def embed_image(file: Annotated[UploadFile, File(description="An image (JPEG, PNG, WebP, …).")]
                           ) -> dict[str, Any]:
         image = await uploaded_image(file, "file", s)
-        row = (await svc.image.submit([image]))[0]
+        row = await svc.embed_image(image)
         return {"embedding": row.tolist(), "dim": int(row.shape[0]), "model": svc.model_name}
 
     # -- zero-shot classification ------------------------------------------------------------------------------------
@@ -196,7 +237,7 @@ def create_app(index: Index | None = None, encoder: Encoder | None = None, *,
         temps = parse_templates(templates, s)
         image = await uploaded_image(file, "file", s)
         classifier = await run_in_threadpool(svc_classifier, svc, names, temps)
-        row = await svc.image.submit([image])
+        row = (await svc.embed_image(image))[None]
         probs, idx = classifier.topk(row, min(k, len(names)))
         return {"predictions": [{"label": names[j], "probability": float(p)} for j, p in zip(idx[0], probs[0])],
                 "sigmoid": classifier.uses_sigmoid, "model": svc.model_name}
@@ -425,7 +466,7 @@ async def run_search(svc: Service, q: str | None, item_id: int | None, image: Im
         check_text(q, "q", s)
         vector = (await svc.text.submit([q]))[0]
     elif image is not None:
-        vector = (await svc.image.submit([image]))[0]
+        vector = await svc.embed_image(image)
     else:
         if not 0 <= item_id <= MAX_ID:  # type: ignore[operator]
             raise HTTPException(422, f"id: {item_id} is not an item id")

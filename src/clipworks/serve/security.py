@@ -29,7 +29,7 @@ from fastapi.responses import JSONResponse
 from PIL import Image, UnidentifiedImageError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from ..errors import ClipworksError, MissingFileError
+from ..errors import BusyError, ClipworksError, MissingFileError
 
 log = logging.getLogger("clipworks.serve")
 
@@ -200,8 +200,8 @@ def install_error_handlers(app: Any, paths: list[tuple[str, str]]) -> None:
 
     @app.exception_handler(ClipworksError)
     async def user_error(request: Request, exc: ClipworksError) -> JSONResponse:
-        return reply(404 if isinstance(exc, MissingFileError) else 422, str(exc).splitlines()[0] if str(exc) else
-                     type(exc).__name__)
+        status = 404 if isinstance(exc, MissingFileError) else 409 if isinstance(exc, BusyError) else 422
+        return reply(status, str(exc).splitlines()[0] if str(exc) else type(exc).__name__)
 
     @app.exception_handler(Exception)
     async def crash(request: Request, exc: Exception) -> JSONResponse:
