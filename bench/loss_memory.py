@@ -22,6 +22,9 @@ import torch
 
 from clipworks.loss import DEFAULT_TILE_SIZE
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from rows import row  # noqa: E402
+
 MiB = 2**20
 
 
@@ -118,6 +121,9 @@ def main() -> None:
             peak, seconds = best[(kind, "clipworks", tile)]
             print(f"{name} tile {tile}: memory ratio (clipworks / open_clip) {peak / ref_peak:.3f}, "
                   f"time ratio {seconds / ref_time:.2f}x")
+            what = f"{name} forward+backward, B={args.batch}, d={args.dim}, tile {tile}"
+            row(f"{what}: peak extra memory", "MiB", peak / MiB, ref_peak / MiB, higher_is_better=False)
+            row(f"{what}: time", "s", seconds, ref_time, higher_is_better=False)
 
 
 if __name__ == "__main__":
