@@ -8,9 +8,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from ..checkpoints import load_checkpoint, save_pretrained
 from ..errors import UsageError
-from ..factory import describe
 from ..model import list_models
 from ..model.config import QUICKGELU_SUFFIX, normalize_model_name
 from ..pretrained import (
@@ -32,6 +30,8 @@ def info(
     config: Annotated[str | None, typer.Option(help="Config to read a bare state dict with.")] = None,
 ) -> None:
     """Describe a model from its config alone: format, towers, parameter count, preprocessing, tokenizer."""
+    from ..factory import describe  # torch: only when run
+
     with user_errors():
         if list_ or not target:
             for name in list_models():
@@ -86,6 +86,8 @@ def convert(
     config: Annotated[str | None, typer.Option(help="Config name/JSON to read a bare state dict with.")] = None,
 ) -> None:
     """Convert a checkpoint; the destination appears complete or not at all."""
+    from ..checkpoints import load_checkpoint, save_pretrained  # torch: only when run
+
     with user_errors():
         if to not in ("native", "hf"):
             raise UsageError(f"--to must be 'native' or 'hf', got {to!r}")
