@@ -236,7 +236,7 @@ def _check_opset(package: Package, ort: Any, manifest: Path) -> None:
 def _session(ort: Any, path: Path, options: Any, providers: list[str]) -> Any:
     try:
         return ort.InferenceSession(str(path), sess_options=options, providers=providers)
-    except Exception as e:  # onnxruntime's own exception types live in a private module
+    except Exception as e:  # noqa: BLE001 (onnxruntime's own exception types live in a private module)
         if isinstance(e, ClipworksError):
             raise
         raise PackageError(f"{path}: onnxruntime {ort.__version__} cannot load this graph: {e}") from None
@@ -276,6 +276,21 @@ def _check_graph(session: Any, graph: Graph, package: Package, preprocess: Prepr
     if len(out_shape) != 2 or out_shape[1] not in (None, package.embed_dim):
         raise PackageError(f"{where}: output {graph.output!r} has shape {out.shape}, but the manifest's embed_dim is "
                            f"{package.embed_dim} — a graph of another model")
+    # Dynamic sizes say nothing until run: one input of the largest size the manifest promises (a full-length
+    # caption, a whole image) must run and give one embed_dim row.
+    if graph.kind == "image":
+        probe = np.zeros((1, 3, preprocess.image_size, preprocess.image_size), dtype=np.float32)
+        what = f"a {preprocess.image_size}×{preprocess.image_size} image"
+    else:
+        probe = np.zeros((1, package.context_length), dtype=np.int64)
+        what = f"a caption of the context length {package.context_length}"
+    try:
+        (got,) = session.run([graph.output], {graph.input: probe})
+    except Exception as e:  # noqa: BLE001 (onnxruntime's own exception types live in a private module)
+        raise PackageError(f"{where}: the graph cannot embed {what}, as the manifest says it can ({e})") from None
+    if np.shape(got) != (1, package.embed_dim):
+        raise PackageError(f"{where}: one input gives embeddings of shape {list(np.shape(got))}, but the manifest's "
+                           f"embed_dim is {package.embed_dim} — a graph of another model")
 
 
 def _tokenizer(folder: Path, package: Package, manifest: Path) -> Tokenizer:
