@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from clipworks.encoder import Encoder
@@ -141,6 +142,52 @@ def test_text_without_trimming_runs_the_full_context(folder, tmp_path, tiny_enco
     np.testing.assert_allclose(untrimmed.encode_text(TEXTS), tiny_encoder.encode_text(TEXTS), atol=ATOL)
 
 
+def _hf_tokenizer_dir(directory: Path) -> Path:
+    """A Hugging Face tokenizer directory on CLIP's vocabulary (so the tiny model's text tower can read its ids) whose
+    pad token is the end token, as in transformers' CLIP files: the case where trimming must keep one pad column."""
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
+
+    from clipworks.text.clip_bpe import EOT, SOT, vocab_and_merges
+
+    vocab, merges = vocab_and_merges()
+    tok = Tokenizer(models.BPE(vocab, merges, end_of_word_suffix="</w>"))
+    tok.normalizer = normalizers.Lowercase()
+    tok.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Whitespace(),
+                                                 pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
+    tok.add_special_tokens([SOT, EOT])
+    tok.post_processor = processors.TemplateProcessing(single=f"{SOT} $A {EOT}",
+                                                       special_tokens=[(SOT, vocab[SOT]), (EOT, vocab[EOT])])
+    directory.mkdir()
+    tok.save(str(directory / "tokenizer.json"))
+    (directory / "tokenizer_config.json").write_text(json.dumps({"pad_token": EOT, "tokenizer_class": "CLIPTokenizer"}))
+    return directory
+
+
+def test_hf_tokenizers_come_from_the_folder(folder, tiny_encoder, tmp_path):
+    from clipworks.text import HFTokenizer
+
+    copy = tmp_path / "hf"
+    shutil.copytree(folder, copy)
+    _hf_tokenizer_dir(copy / "tokenizer")
+    data = json.loads((copy / MANIFEST).read_text())
+    data["tokenizer"] = {"type": "hf", "name": "tokenizer", "clean": "whitespace", "strip_sep_token": False,
+                         "normalize": "none", "padding_side": "right"}
+    (copy / MANIFEST).write_text(json.dumps(data))
+    encoder = OnnxEncoder.load(copy, threads=1)
+    assert isinstance(encoder.tokenizer, HFTokenizer) and encoder.tokenizer.pad_token_id == 49407
+    ids = encoder.tokenizer.encode_np(TEXTS[:2], 77)
+    trimmed = encoder.trim(ids)
+    assert trimmed.shape[1] < 20 and (trimmed[:, 0] == 49406).all() and (trimmed[:, -1] == 49407).all()
+    reference = HFTokenizer(copy / "tokenizer", 77)(TEXTS)
+    with torch.no_grad():
+        want = tiny_encoder.model.encode_text(reference, normalize=True).numpy()
+    np.testing.assert_allclose(encoder.encode_text(TEXTS), want, atol=ATOL)
+    data["tokenizer"]["name"] = "../elsewhere"
+    (copy / MANIFEST).write_text(json.dumps(data))
+    with pytest.raises(PackageError, match="no such tokenizer subfolder"):
+        OnnxEncoder.load(copy)
+
+
 def test_image_embeddings_match_torch(tiny_encoder, onnx_encoder, photos):
     images = [photos[n] for n in ("astronaut", "coffee", "chelsea")] + _modes(photos["rocket"].resize((40, 30)))
     want = tiny_encoder.encode_images(images)
@@ -242,6 +289,55 @@ def test_the_service_runs_on_the_onnx_encoder(tiny_encoder, onnx_encoder):
         np.testing.assert_allclose(r.json()["embeddings"], tiny_encoder.encode_text(TEXTS[:2]), atol=ATOL)
 
 
+def test_cli_backend_options_check_the_model(folder, sigmoid_folder, tiny_encoder, tiny_sigmoid_checkpoint, image_dir,
+                                             tmp_path, monkeypatch):
+    import uvicorn
+    from fastapi.testclient import TestClient
+    from typer.testing import CliRunner
+
+    from clipworks.cli import app
+
+    with Index.create(tmp_path / "idx", image_dir, tiny_encoder) as index:
+        index.add()
+    runner = CliRunner()
+    served = []
+
+    def fake_run(served_app, **kw):
+        with TestClient(served_app) as client:
+            served.append(client.get("/search", params={"q": "a cat", "k": 2}).json())
+
+    monkeypatch.setattr(uvicorn, "run", fake_run)
+    r = runner.invoke(app, ["serve", "--index", str(tmp_path / "idx"), "--backend", "onnx", "--model", str(folder)])
+    assert r.exit_code == 0, r.output
+    assert len(served[-1]["hits"]) == 2
+    cases = [
+        (["serve", "--index", str(tmp_path / "idx"), "--backend", "onnx"], "needs --model"),
+        (["serve", "--index", str(tmp_path / "idx"), "--backend", "onnx", "--model", str(sigmoid_folder)],
+         "built with"),
+        (["search", str(tmp_path / "idx"), "a cat", "--backend", "onnx", "--model", str(sigmoid_folder)], "built with"),
+        (["index", "add", str(tmp_path / "idx"), "--model", str(tiny_sigmoid_checkpoint)], "built with"),
+        (["index", "add", str(tmp_path / "idx"), "--backend", "onnx", "--model", str(folder), "--device", "cuda"],
+         "runs on the CPU"),
+        (["embed", str(image_dir), "--backend", "onnx", "--model", str(folder), "--precision", "fp16"], "fp32 or int8"),
+        (["classify", str(image_dir), "--backend", "onnx", "--model", str(tmp_path), "--labels", "a,b"],
+         "not an exported clipworks folder"),
+        (["embed", str(image_dir), "--backend", "tf", "--model", str(folder)], "backend 'tf'"),
+    ]
+    for args, message in cases:
+        r = runner.invoke(app, args)
+        assert r.exit_code == 1 and message in r.output, (args, r.output)
+    r = runner.invoke(app, ["search", str(tmp_path / "idx"), "a cat", "--backend", "onnx", "--model", str(folder),
+                            "--precision", "int8", "--json", "-k", "2"])
+    assert r.exit_code == 0, r.output
+    from clipworks.search import search
+
+    with Index.open(tmp_path / "idx", encoder=OnnxEncoder.load(folder, precision="int8", threads=1)) as index:
+        want = search(index, "a cat", k=2).hits  # the int8 graphs answered, not the fp32 ones
+    got = json.loads(r.stdout)["hits"]
+    assert [h["id"] for h in got] == [h.id for h in want]
+    np.testing.assert_allclose([h["score"] for h in got], [h.score for h in want], atol=1e-6)
+
+
 # -- refusals --------------------------------------------------------------------------------------------------------
 
 def _edited(folder: Path, tmp_path: Path, **changes) -> Path:
@@ -312,7 +408,7 @@ BLOCKED = {blocked!r}
 class Blocker:
     def find_spec(self, name, path=None, target=None):
         if name.split(".")[0] in BLOCKED:
-            raise ImportError(f"{{name}} is not installed in this test (torch-free runtime)")
+            raise ModuleNotFoundError(f"{{name}} is not installed in this test (torch-free runtime)", name=name)
         return None
 
 
@@ -357,10 +453,10 @@ def test_the_runtime_runs_without_torch(folder, tiny_encoder, image_dir, tmp_pat
     work = tmp_path / "work"
     work.mkdir()
 
-    def run(*args: str) -> subprocess.CompletedProcess:
+    def run(*args: str, ok: bool = True) -> subprocess.CompletedProcess:
         r = subprocess.run([sys.executable, *args], capture_output=True, text=True, env=env, timeout=120,
                            check=False, cwd=work)
-        assert r.returncode == 0, f"{args}\n{r.stdout}\n{r.stderr}"
+        assert r.returncode == 0 or not ok, f"{args}\n{r.stdout}\n{r.stderr}"
         return r
 
     probe = subprocess.run([sys.executable, "-c", "import torch"], capture_output=True, text=True, env=env,
@@ -397,6 +493,8 @@ def test_the_runtime_runs_without_torch(folder, tiny_encoder, image_dir, tmp_pat
         want_hits = [Path(h.file) for h in index_search(index, "a photo of a cat")]
     r = run(*cli, "search", str(tmp_path / "torch-idx"), "a photo of a cat", *onnx, "-k", "4", "--paths")
     assert [Path(p) for p in r.stdout.splitlines()] == want_hits
+    r = run(*cli, "search", str(tmp_path / "torch-idx"), "a photo of a cat", ok=False)  # the recorded torch model
+    assert r.returncode == 1 and "needs torch" in r.stderr and "--backend onnx" in r.stderr
     run(*cli, "index", "build", str(image_dir), "--index", "cli-idx", *onnx, "--workers", "1")
     r = run(*cli, "search", "cli-idx", "a photo of a cat", *onnx, "-k", "4", "--paths")
     assert [Path(p) for p in r.stdout.splitlines()] == want_hits

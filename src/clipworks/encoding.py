@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
-from .errors import UsageError
+from .errors import MissingDependencyError, UsageError
 from .image.decode import ImageError, load_image
 from .progress import Progress
 
@@ -82,9 +82,7 @@ def load_encoder(model: str, pretrained: str | None = None, *, backend: str = "t
     Only the onnx backend runs without torch installed.
     """
     if backend == "torch":
-        from .encoder import Encoder
-
-        return Encoder.load(model, pretrained, **options)
+        return torch_encoder().load(model, pretrained, **options)
     if backend == "onnx":
         if pretrained is not None:
             raise UsageError(f"backend 'onnx' reads an exported folder ({model}); it records its own weights, so "
@@ -93,6 +91,19 @@ def load_encoder(model: str, pretrained: str | None = None, *, backend: str = "t
 
         return OnnxEncoder.load(model, **options)
     raise UsageError(f"backend {backend!r} is not one of {', '.join(BACKENDS)}")
+
+
+def torch_encoder() -> type:
+    """The ``Encoder`` class, or a ``MissingDependencyError`` that points a torch-free install at the ONNX backend."""
+    try:
+        from .encoder import Encoder
+    except ModuleNotFoundError as e:
+        if (e.name or "").split(".")[0] != "torch":
+            raise
+        raise MissingDependencyError("the torch backend needs torch, which is not installed: install it, or run an "
+                                     "exported folder (`clipworks export onnx`) with --backend onnx --model FOLDER "
+                                     "(Python: load_encoder(FOLDER, backend='onnx'))") from e
+    return Encoder
 
 
 def decode_ahead(paths: Sequence[Path], transform: Callable, workers: int) -> Iterator[tuple[Path, Any]]:

@@ -23,6 +23,13 @@ from .common import user_errors
 out = Console()
 
 
+def describe(target: str, pretrained: str | None, config: str | None) -> dict:
+    """``factory.describe``, imported when run (the factory imports torch; the CLI starts without it)."""
+    from ..factory import describe as describe_model
+
+    return describe_model(target, pretrained, config)
+
+
 def info(
     target: Annotated[str, typer.Argument(help="A model config name, hf-hub:org/repo, or a checkpoint path.")] = "",
     pretrained: Annotated[str | None, typer.Option(help="Pretrained tag of a named config.")] = None,
@@ -30,8 +37,6 @@ def info(
     config: Annotated[str | None, typer.Option(help="Config to read a bare state dict with.")] = None,
 ) -> None:
     """Describe a model from its config alone: format, towers, parameter count, preprocessing, tokenizer."""
-    from ..factory import describe  # torch: only when run
-
     with user_errors():
         if list_ or not target:
             for name in list_models():

@@ -7,6 +7,8 @@ compositional probes do not, and must stay importable without it."""
 from __future__ import annotations
 
 import importlib
+import sys
+import types
 from typing import TYPE_CHECKING, Any
 
 _LAZY = {
@@ -30,6 +32,18 @@ def __getattr__(name: str) -> Any:
     globals()[name] = value
     return value
 
+
+class _Package(types.ModuleType):
+    """``linear_probe`` names a function and the submodule defining it; importing the submodule makes the import
+    system bind the package's name to the module, which would hide the function. Bind the function instead."""
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if name == "linear_probe" and isinstance(value, types.ModuleType):
+            value = value.linear_probe
+        super().__setattr__(name, value)
+
+
+sys.modules[__name__].__class__ = _Package
 
 if TYPE_CHECKING:
     from .datasets import (

@@ -237,8 +237,6 @@ def _session(ort: Any, path: Path, options: Any, providers: list[str]) -> Any:
     try:
         return ort.InferenceSession(str(path), sess_options=options, providers=providers)
     except Exception as e:  # noqa: BLE001 (onnxruntime's own exception types live in a private module)
-        if isinstance(e, ClipworksError):
-            raise
         raise PackageError(f"{path}: onnxruntime {ort.__version__} cannot load this graph: {e}") from None
 
 

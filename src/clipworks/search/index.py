@@ -147,9 +147,9 @@ class Index:
                 if name and os.path.isabs(name) and not Path(name).exists():
                     raise MissingFileError(f"the index's model checkpoint {name} is not there any more; open the "
                                            f"index with that model given explicitly (--model/--pretrained)")
-            from ..encoder import Encoder
+            from ..encoding import torch_encoder
 
-            encoder = Encoder.load(self.ref.model, self.ref.pretrained, device=self._device,
+            encoder = torch_encoder().load(self.ref.model, self.ref.pretrained, device=self._device,
                                    batch_size=self._batch_size)
             self.check_encoder(encoder)
             self._encoder = encoder
