@@ -29,6 +29,7 @@ from .text import Tokenizer
 
 __all__ = ["HF_HUB_PREFIX", "Encoder", "ImageEmbeddings", "ModelRef", "hash_checkpoint"]
 
+
 class Encoder:
     """Normalised float32 embeddings of texts, PIL images and image files from one model, in eval mode.
 

@@ -31,7 +31,7 @@ from ..image.decode import to_rgb
 if TYPE_CHECKING:
     from ..encoding import EncoderLike as Encoder
 
-ImageTransform = Any  # the model's eval transform: ``ImageTransform`` (torch) or ``runtime.Preprocess`` (numpy)
+Transform = Any  # the model's eval transform: ``image.transforms.ImageTransform`` (torch) or ``runtime.Preprocess``
 
 TTA_MODES: dict[str, int] = {"none": 1, "flip": 2, "multicrop": 5, "multicrop-flip": 10}  # mode → views per image
 MULTICROP_RATIO = 8 / 7
@@ -43,13 +43,13 @@ def check_tta(mode: str) -> str:
     return mode
 
 
-def multicrop_size(transform: ImageTransform) -> int:
+def multicrop_size(transform: Transform) -> int:
     """R, the side of the enlarged input the crops are cut from (always larger than the model's input)."""
     size = transform.image_size
     return max(transform.resize_size or 0, round(size * MULTICROP_RATIO), size + 1)
 
 
-def tta_views(image: Image.Image, transform: ImageTransform, mode: str) -> np.ndarray:
+def tta_views(image: Image.Image, transform: Transform, mode: str) -> np.ndarray:
     """``float32 [V, 3, S, S]``: the model inputs for one decoded image under ``mode`` (see the module docstring)."""
     image = to_rgb(image)
     if mode == "none":
