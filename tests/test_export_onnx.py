@@ -184,7 +184,7 @@ def test_every_family_exports_within_1e4_of_torch(name: str, family: dict, tmp_p
     diffs = check_parity(encoder, tmp_path, kinds=kinds)
     assert set(diffs) == set(kinds) and all(0 <= d <= 1e-4 for d in diffs.values())
     if name == "mobileclip":  # exported with its MobileOne branches fused, on a copy: the model keeps its own
-        assert any(hasattr(m, "reparameterize") and getattr(m, "reparam_conv", None) is None
+        assert any(hasattr(m, "reparam_conv") and m.reparam_conv is None
                    for m in encoder.model.visual.modules())
 
 
