@@ -5,14 +5,14 @@ Each tower is exported alone — ``pixels float32 [N, 3, S, S] -> embeddings`` (
 — so a search service that only embeds queries loads the text graph only. Embeddings leave the graphs unnormalised,
 as ``encode_*(normalize=False)`` returns them; the runtime normalises, and the manifest carries the temperature.
 
-Why the TorchScript exporter (``torch.onnx.export(dynamo=False)``): both exporters translate every tower family
-clipworks loads (CLIP ViT and ModifiedResNet, the causal and bidirectional text towers, timm trunks, Hugging Face
-BERT/XLM-R/T5/ALIGN encoders, EVA's rotary tables) within 1e-5 of torch, but the dynamo exporter takes 15-30× longer
-(seconds for a tiny model, minutes for ViT-L) and, on transformers' encoders, re-traces their mask builders through
-``torch.export``, which breaks more often across transformers releases than tracing does. Tracing's one weakness —
-Python control flow on tensor values is frozen — does not apply: the towers' forwards are pure (no data-dependent
-shapes; ``TextTower.trim`` lives outside the forward), and the parity check after export runs the graphs at batch 1
-and several caption lengths up to the context length, so a frozen shape would be caught, not shipped.
+Why the dynamo exporter (``torch.onnx.export(dynamo=True)``, torch.export + onnxscript): it is the one that
+translates every tower family clipworks loads. Both exporters give ViT, ModifiedResNet, EVA (rotary tables), SigLIP,
+ConvNeXt, MobileCLIP and the Hugging Face towers within 1e-5 of torch, but TorchScript tracing freezes the batch size
+inside timm's rotary attention pool (``timm_pool="rot_attn"``): the graph runs at the traced batch and fails at any
+other. torch.export records dimensions symbolically (``batch``, ``length`` ≤ context length), so a shape that does
+not follow the input is an export error, not a wrong graph. The price is export time (a few seconds per graph for a
+tiny model instead of a fraction of one); TorchScript export is also deprecated in torch. After export, the parity
+check runs the graphs at batch 1 and 3 and caption lengths from 1 to the context length against torch.
 
 Written into a temporary folder and moved into place whole (``fileio.atomic_dir``): a failed or interrupted export
 leaves no half folder for the runtime to trip on.
@@ -20,7 +20,11 @@ leaves no half folder for the runtime to trip on.
 
 from __future__ import annotations
 
+import contextlib
+import copy
 import dataclasses
+import io
+import logging
 import re
 import shutil
 import warnings
@@ -36,13 +40,12 @@ from ..encoder import Encoder
 from ..errors import ClipworksError, UsageError, require
 from ..fileio import atomic_dir
 from ..model.config import TokenizerConfig
-from ..runtime.package import Graph, Package, sha256_file
+from ..runtime.package import GRAPH_KINDS, Graph, Package, sha256_file
 
 MAX_DIFF = 1e-4  # the parity promise: every exported graph within this of torch, in fp32
 PROTOBUF_LIMIT = 2**31 - 2**26  # one ONNX file is one protobuf (2 GiB), less room for the graph itself
 TOKENIZER_DIR = "tokenizer"
-MIN_OPSET, MAX_OPSET = 14, 20  # 14: the first with the ops the towers need (Trilu, LayerNorm decomposes); 20: the
-# newest the TorchScript exporter writes
+MIN_OPSET, MAX_OPSET = 18, 23  # what torch's dynamo exporter writes (it builds at 18 and converts upward)
 SAMPLE_CAPTIONS = [
     "a photo of a cat", "a diagram of the solar system", "two dogs playing in the snow at dusk",
     "an astronaut riding a horse on the moon, digital art", "", "A RED ROCKET!",
@@ -96,10 +99,8 @@ def export_onnx_report(model: str | Path | Encoder, out_dir: str | Path, *, pret
 
     with atomic_dir(out_dir) as tmp:
         graphs, diffs = {}, {}
-        for kind, tower, name, example, dynamic in _graph_specs(encoder):
-            path = tmp / f"{kind}.onnx"
-            _export(tower, example, path, name, dynamic, opset, _describe(clip, kind))
-            graphs[kind] = Graph(kind=kind, precision="fp32", file=path.name, sha256="", input=name)
+        for kind in GRAPH_KINDS:
+            graphs[kind] = export_graph(encoder, kind, tmp, opset)
         if check:
             diffs = check_parity(encoder, tmp)
         tokenizer = _write_tokenizer(encoder, tmp)
@@ -160,14 +161,33 @@ def trim_is_safe(tower: nn.Module) -> bool:
     return isinstance(tower, TextTransformer) and tower.causal and tower.pool_type in ("argmax", "eos", "first")
 
 
-def _graph_specs(encoder: Encoder) -> list[tuple[str, nn.Module, str, torch.Tensor, dict[int, str]]]:
+def export_graph(encoder: Encoder, kind: str, directory: Path, opset: int = 18) -> Graph:
+    """Write ``{kind}.onnx`` (``image`` or ``text``) into ``directory``; its manifest entry (sha256 not yet set)."""
     clip = encoder.model
-    size = clip.image_size
     g = torch.Generator().manual_seed(0)
-    pixels = torch.randn(2, 3, size, size, generator=g)
-    ids = sample_ids(encoder, 2)
-    return [("image", _Graph(clip.visual), "pixels", pixels, {0: "batch"}),
-            ("text", _Graph(clip.text), "input_ids", ids, {0: "batch", 1: "length"})]
+    batch = torch.export.Dim("batch", min=1)  # examples of batch 2: the exporter specialises a dimension it sees as 1
+    if kind == "image":
+        tower, name, dynamic = _inference_form(clip.visual), "pixels", {0: batch}
+        example = torch.randn(2, 3, clip.image_size, clip.image_size, generator=g)
+    else:
+        tower, name, example = clip.text, "input_ids", sample_ids(encoder, 2)
+        dynamic = {0: batch, 1: torch.export.Dim("length", min=1, max=clip.context_length)}
+    path = directory / f"{kind}.onnx"
+    _export(_Graph(tower), example, path, name, dynamic, opset, _describe(clip, kind))
+    return Graph(kind=kind, precision="fp32", file=path.name, sha256="", input=name)
+
+
+def _inference_form(tower: nn.Module) -> nn.Module:
+    """MobileCLIP's MobileOne/FastViT branches fused (``reparameterize``), on a copy: the user's model keeps its
+    train-time form; the graph gets the fused one, smaller and faster, equal to float rounding (the parity check
+    compares it with the unfused tower)."""
+    fusable = hasattr(tower, "reparameterize") and any(
+        m is not tower and callable(getattr(m, "reparameterize", None)) for m in tower.modules())
+    if not fusable:
+        return tower
+    fused = copy.deepcopy(tower)
+    fused.reparameterize()
+    return fused
 
 
 class _Graph(nn.Module):
@@ -188,32 +208,41 @@ def sample_ids(encoder: Encoder, n: int, length: int | None = None) -> torch.Ten
     return ids if length is None else ids[:, :length].contiguous()
 
 
-def _export(module: nn.Module, example: torch.Tensor, path: Path, name: str, dynamic: dict[int, str], opset: int,
+def _export(module: nn.Module, example: torch.Tensor, path: Path, name: str, dynamic: dict[int, Any], opset: int,
             part: str) -> None:
     module.eval()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # tracer and deprecation chatter; the parity check is the real test
-        try:
-            with torch.no_grad():
-                torch.onnx.export(module, (example,), str(path), input_names=[name], output_names=["embeddings"],
-                                  dynamic_axes={name: dynamic, "embeddings": {0: "batch"}}, opset_version=opset,
-                                  do_constant_folding=True, dynamo=False)
-        except Exception as e:  # the exporter raises many types; each becomes one naming the part and the operator
-            raise ExportError(_export_failure(part, e, opset)) from e
+    chatter = io.StringIO()  # the exporter reports its steps on stdout and its optimizer on the root logger
+    root = logging.getLogger()
+    level = root.level
+    root.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings(), contextlib.redirect_stdout(chatter), torch.no_grad():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(module, (example,), str(path), input_names=[name], output_names=["embeddings"],
+                              dynamic_shapes=({**dynamic},), opset_version=opset, dynamo=True, external_data=False,
+                              verbose=False)
+    except Exception as e:  # the exporter raises many types; each becomes one naming the part and the operator
+        raise ExportError(_export_failure(part, e, opset)) from e
+    finally:
+        root.setLevel(level)
 
 
 def _export_failure(part: str, e: Exception, opset: int) -> str:
-    text = str(e)
-    op = re.search(r"(aten|prim|onnx)::[A-Za-z0-9_.]+|aten\.[A-Za-z0-9_]+(\.[A-Za-z0-9_]+)?", text)
-    first = text.strip().splitlines()[0] if text.strip() else type(e).__name__
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(e))  # the exporter colours its messages
+    op = re.search(r"OpOverload\(op='([\w.]+)'|No decompositions? registered for[^\w]*([\w.]+)|"
+                   r"\b(aten(?:::|\.)\w+)", text)
     if op:
-        return f"the {part} uses the operator {op.group(0)}, which the ONNX exporter cannot translate at opset {opset} ({first})"
-    return f"the {part} could not be exported to ONNX: {type(e).__name__}: {first}"
+        name = next(g for g in op.groups() if g)
+        return f"the {part} uses the operator {name}, which the ONNX exporter cannot translate (opset {opset})"
+    summary = text.split("## Exception summary", 1)[-1].strip().splitlines()
+    detail = summary[0].strip() if summary else type(e).__name__
+    return f"the {part} could not be exported to ONNX: {type(e).__name__}: {detail[:400]}"
 
 
 # -- parity ----------------------------------------------------------------------------------------------------------
 
-def check_parity(encoder: Encoder, directory: Path, limit: float = MAX_DIFF) -> dict[str, float]:
+def check_parity(encoder: Encoder, directory: Path, limit: float = MAX_DIFF,
+                 kinds: tuple[str, ...] = GRAPH_KINDS) -> dict[str, float]:
     """Run ``image.onnx`` and ``text.onnx`` in onnxruntime at several batch sizes (1 included) and caption lengths
     (1 to the context length) and return the largest |difference| to torch per graph; above ``limit`` is an error
     naming the graph, the input shape and the difference."""
@@ -226,14 +255,18 @@ def check_parity(encoder: Encoder, directory: Path, limit: float = MAX_DIFF) -> 
                  ((1, context), (3, context), (1, 1), (2, min(5, context)), (4, max(1, context // 2)))],
     }
     diffs: dict[str, float] = {}
-    for kind, inputs in cases.items():
-        session = session_for(directory / f"{kind}.onnx")
+    for kind in kinds:
+        inputs, session = cases[kind], session_for(directory / f"{kind}.onnx")
         name = session.get_inputs()[0].name
         worst = 0.0
         for x in inputs:
             with torch.inference_mode():
                 ref = clip.encode_image(x) if kind == "image" else clip.encode_text(x)
-            got = session.run(None, {name: x.numpy()})[0]
+            try:
+                got = session.run(None, {name: x.numpy()})[0]
+            except Exception as e:  # onnxruntime's own errors: a shape the exporter froze, an op it cannot run
+                raise ExportError(f"{kind}.onnx fails in onnxruntime on input {name} {tuple(x.shape)}: the "
+                                  f"{_describe(clip, kind)} did not export faithfully ({str(e).strip()[:300]})") from e
             if got.shape != tuple(ref.shape):
                 raise ExportError(f"{kind}.onnx gives shape {got.shape} for input {tuple(x.shape)}, torch {tuple(ref.shape)}")
             diff = float(np.abs(got - ref.numpy()).max()) if got.size else 0.0
@@ -293,11 +326,13 @@ def _write_tokenizer(encoder: Encoder, directory: Path) -> dict[str, Any]:
 def _versions(int8: bool) -> dict[str, str]:
     import onnx
     import onnxruntime
+    import onnxscript
 
     from .. import __version__
 
     out = {"clipworks": __version__, "torch": torch.__version__, "onnx": onnx.__version__,
-           "exporter": "torch.onnx.export (TorchScript)"}
+           "onnxscript": onnxscript.__version__,
+           "exporter": "torch.onnx.export(dynamo=True)"}
     if int8:
         out["quantizer"] = f"onnxruntime.quantization {onnxruntime.__version__}"
     return out
