@@ -40,14 +40,14 @@ BLOCKED = ("torch", "torchvision", "open_clip", "timm", "transformers", "onnx", 
 @pytest.fixture(scope="module")
 def folder(tiny_checkpoint, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("onnx") / "tiny"
-    export.export_onnx(str(tiny_checkpoint), out, int8=True)
+    export.export_onnx(str(tiny_checkpoint), out, int8=True, check=False)  # parity is what these tests check
     return out
 
 
 @pytest.fixture(scope="module")
 def sigmoid_folder(tiny_sigmoid_checkpoint, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("onnx") / "tiny-sigmoid"
-    export.export_onnx(str(tiny_sigmoid_checkpoint), out)
+    export.export_onnx(str(tiny_sigmoid_checkpoint), out, check=False)
     return out
 
 
