@@ -119,11 +119,16 @@ def test_text_embeddings_match_torch_with_trimmed_batches(tiny_encoder, onnx_enc
     assert got.dtype == np.float32 and got.shape == (len(TEXTS), 64)
     np.testing.assert_allclose(got, want, atol=ATOL)
     np.testing.assert_allclose(np.linalg.norm(got, axis=1), 1.0, atol=1e-5)
-    onnx_encoder.text_batch_size = 2  # each batch trimmed to its own longest caption
+    widths = []
+    run = onnx_encoder._run
+    onnx_encoder._run = lambda kind, x, normalize: widths.append(x.shape) or run(kind, x, normalize)
+    onnx_encoder.text_batch_size = 2  # batches of similar lengths, each trimmed to its own longest caption
     try:
         np.testing.assert_allclose(onnx_encoder.encode_text(TEXTS), want, atol=ATOL)
     finally:
         onnx_encoder.text_batch_size = 256
+        del onnx_encoder._run
+    assert widths == [(2, 4), (2, 11), (2, 77)]  # sorted by length (2, 4 | 5, 11 | 12, 77 tokens), not input order
     raw = onnx_encoder.encode_text(TEXTS[:3], normalize=False)
     np.testing.assert_allclose(raw, tiny_encoder.encode_text(TEXTS[:3], normalize=False), atol=ATOL)
     assert onnx_encoder.encode_text([]).shape == (0, 64)

@@ -135,15 +135,22 @@ class OnnxEncoder:
         """``float32 [len(texts), embed_dim]``, L2-normalised (unless ``normalize=False``)."""
         if isinstance(texts, str):
             raise UsageError("encode_text takes a list of texts, not one string")
-        texts = list(texts)
-        chunks = [np.zeros((0, self.embed_dim), dtype=np.float32)]
-        for start in range(0, len(texts), self.text_batch_size):
-            part = texts[start : start + self.text_batch_size]
-            ids = self.trim(self.tokenizer.encode_np(part, self.context_length))
-            chunks.append(self._run("text", ids, normalize))
+        ids = self.tokenizer.encode_np(list(texts), self.context_length)
+        out = np.zeros((len(ids), self.embed_dim), dtype=np.float32)
+        # Batches of similar lengths, when padding columns can be dropped: one long caption then widens only its
+        # own batch, not every batch it happens to fall in (real captions: most short, a few long).
+        order = np.argsort(self._lengths(ids), kind="stable") if self.package.text_trim else np.arange(len(ids))
+        for start in range(0, len(ids), self.text_batch_size):
+            rows = order[start : start + self.text_batch_size]
+            out[rows] = self._run("text", self.trim(ids[rows]), normalize)
             if progress:
-                progress(len(part))
-        return np.concatenate(chunks)
+                progress(len(rows))
+        return out
+
+    def _lengths(self, ids: np.ndarray) -> np.ndarray:
+        """Per row, the column after its last non-padding token."""
+        used = ids != self._pad_id
+        return np.where(used.any(axis=1), ids.shape[1] - np.argmax(used[:, ::-1], axis=1), 0)
 
     def trim(self, ids: np.ndarray) -> np.ndarray:
         """Drop trailing columns that are padding in every row, when the text tower cannot see them (``text_trim``,
@@ -151,8 +158,7 @@ class OnnxEncoder:
         One padding column stays when the pad id may also be the end token the tower pools at."""
         if not self.package.text_trim or ids.shape[0] == 0:
             return ids
-        used = np.flatnonzero((ids != self._pad_id).any(axis=0))
-        keep = min(ids.shape[1], (int(used[-1]) + 1 if used.size else 1) + self._spare_column)
+        keep = min(ids.shape[1], max(int(self._lengths(ids).max()), 1) + self._spare_column)
         return ids[:, :keep]
 
     def encode_images(self, images: Sequence[Image.Image]) -> np.ndarray:
