@@ -1,17 +1,15 @@
 """A loaded model ready to embed: weights, image transform, tokenizer and device together, plus its identity.
 
 Every application (zero-shot, index and search, evaluation, scores, filters) and the service embed through an
-``Encoder``, so a model is loaded once and the backend can change in one place. ``ModelRef`` is what an index
-or a saved classifier records about the model that made its vectors, so that vectors from another model are
-refused instead of silently compared.
+``Encoder`` — or through ``runtime.OnnxEncoder``, which offers the same interface (``encoding.EncoderLike``)
+without torch — so a model is loaded once and the backend can change in one place. ``ModelRef`` (``modelref.py``,
+re-exported here) is what an index or a saved classifier records about the model that made its vectors, so that
+vectors from another model are refused instead of silently compared.
 """
 
 from __future__ import annotations
 
-import hashlib
-import json
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,101 +17,17 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .embed import ImageEmbeddings, embed_images, embed_texts
-from .errors import ConfigError, UsageError
-from .image.transforms import ImageTransform, to_rgb
+from .embed import embed_images, embed_texts
+from .encoding import ImageEmbeddings
+from .errors import UsageError
+from .image.decode import to_rgb
+from .image.transforms import ImageTransform
 from .model import Clip
+from .modelref import HF_HUB_PREFIX, ModelRef, _is_local, hash_checkpoint
 from .progress import Progress
 from .text import Tokenizer
 
-HF_HUB_PREFIX = "hf-hub:"
-
-
-@dataclass(frozen=True)
-class ModelRef:
-    """Which weights made a set of vectors. ``weights`` is the identity compared: ``sha256:<hex>`` of a local
-    checkpoint's files, ``pretrained:<model>/<tag>`` for a registry name, ``hf-hub:<repo>`` for a Hub repo,
-    ``random:<config sha>`` for untrained weights (which no later load reproduces)."""
-
-    model: str  # as the user gave it; a checkpoint path is made absolute
-    pretrained: str | None
-    weights: str
-    embed_dim: int
-
-    @classmethod
-    def of(cls, model: str, pretrained: str | None, clip: Clip) -> ModelRef:
-        """The identity of a loaded model."""
-        return cls._named(model, pretrained, clip.config.embed_dim, lambda: _config_sha(clip.config.to_dict()))
-
-    @classmethod
-    def resolve(cls, model: str, pretrained: str | None = None, cache_dir: str | Path | None = None) -> ModelRef:
-        """The identity ``Encoder.load(model, pretrained)`` would have, from the config and file hashes alone —
-        so a command can refuse the wrong model before loading (or downloading) its weights."""
-        from .factory import model_config
-
-        config = model_config(model, pretrained, cache_dir=cache_dir)
-        return cls._named(model, pretrained, config.embed_dim, lambda: _config_sha(config.to_dict()))
-
-    @classmethod
-    def _named(cls, model: str, pretrained: str | None, embed_dim: int, config_sha: Callable[[], str]) -> ModelRef:
-        if model.startswith(HF_HUB_PREFIX):
-            return cls(model, pretrained, model, embed_dim)
-        if _is_local(model):
-            path = Path(model).resolve()
-            return cls(str(path), pretrained, f"sha256:{hash_checkpoint(path)}", embed_dim)
-        if pretrained is None:
-            return cls(model, None, f"random:{config_sha()}", embed_dim)
-        if _is_local(pretrained):
-            path = Path(pretrained).resolve()
-            return cls(model, str(path), f"sha256:{hash_checkpoint(path)}", embed_dim)
-        return cls(model, pretrained, f"pretrained:{model}/{pretrained}", embed_dim)
-
-    @property
-    def is_random(self) -> bool:
-        return self.weights.startswith("random:")
-
-    def describe(self) -> str:
-        """How a user would name it: ``ViT-B-32 --pretrained laion2b_s34b_b79k``, or a path with its hash."""
-        name = self.model if self.pretrained is None else f"{self.model} --pretrained {self.pretrained}"
-        if self.weights.startswith("sha256:"):
-            name += f" (sha256 {self.weights[7:19]}…)"
-        elif self.is_random:
-            name += " (random weights)"
-        return f"{name}, {self.embed_dim}-d"
-
-    def same_weights(self, other: ModelRef) -> bool:
-        return self.weights == other.weights and self.embed_dim == other.embed_dim and not self.is_random
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any], where: str = "model record") -> ModelRef:
-        try:
-            return cls(str(data["model"]), data.get("pretrained"), str(data["weights"]), int(data["embed_dim"]))
-        except (KeyError, TypeError, ValueError) as e:
-            raise ConfigError(f"{where}: not a model record ({type(e).__name__}: {e})") from e
-
-
-def _is_local(name: str) -> bool:
-    return Path(name).exists()
-
-
-def _config_sha(config: dict[str, Any]) -> str:
-    return hashlib.sha256(json.dumps(config, sort_keys=True).encode()).hexdigest()[:16]
-
-
-def hash_checkpoint(path: Path) -> str:
-    """sha256 over a checkpoint file, or over a checkpoint directory's files (names and bytes, sorted)."""
-    h = hashlib.sha256()
-    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
-    for f in files:
-        if path.is_dir():
-            h.update(str(f.relative_to(path)).encode() + b"\0")
-        with open(f, "rb") as fh:
-            for block in iter(lambda: fh.read(1 << 20), b""):
-                h.update(block)
-    return h.hexdigest()
+__all__ = ["HF_HUB_PREFIX", "Encoder", "ImageEmbeddings", "ModelRef", "hash_checkpoint"]
 
 
 class Encoder:
@@ -121,6 +35,8 @@ class Encoder:
 
     ``Encoder.load("ViT-B-32", "laion2b_s34b_b79k")`` builds one the way ``create_model_and_transforms`` does.
     """
+
+    backend = "torch"
 
     def __init__(self, model: Clip, preprocess: ImageTransform, tokenizer: Tokenizer,
                  ref: ModelRef | Callable[[], ModelRef], batch_size: int = 64, text_batch_size: int = 256) -> None:
@@ -168,11 +84,26 @@ class Encoder:
         """SigLIP-style (a ``logit_bias``): probabilities are per-label sigmoids, not a softmax over labels."""
         return self.model.uses_sigmoid
 
-    def encode_text(self, texts: Sequence[str], progress: Progress | None = None) -> np.ndarray:
-        """``float32 [len(texts), embed_dim]``, L2-normalised."""
+    @property
+    def logit_scale(self) -> float:
+        """The multiplier on cosines, ``exp`` of the model's ``logit_scale`` parameter (what ``logits`` applies)."""
+        return float(self.model.logit_scale.detach().exp())
+
+    @property
+    def logit_bias(self) -> float | None:
+        """SigLIP-style models' bias on the scaled cosines; None for CLIP-style ones."""
+        bias = self.model.logit_bias
+        return None if bias is None else float(bias.detach())
+
+    @property
+    def model_config(self) -> dict[str, Any]:
+        return self.model.config.to_dict()
+
+    def encode_text(self, texts: Sequence[str], progress: Progress | None = None, normalize: bool = True) -> np.ndarray:
+        """``float32 [len(texts), embed_dim]``, L2-normalised (unless ``normalize=False``)."""
         if isinstance(texts, str):
             raise UsageError("encode_text takes a list of texts, not one string")
-        return embed_texts(self.model, self.tokenizer, list(texts), self.text_batch_size, progress=progress)
+        return embed_texts(self.model, self.tokenizer, list(texts), self.text_batch_size, normalize, progress=progress)
 
     def encode_images(self, images: Sequence[Image.Image]) -> np.ndarray:
         """``float32 [len(images), embed_dim]``, L2-normalised, of decoded PIL images (any mode)."""
@@ -187,18 +118,22 @@ class Encoder:
         return self.preprocess(to_rgb(image))
 
     @torch.inference_mode()
-    def encode_pixels(self, pixels: Sequence[torch.Tensor] | torch.Tensor) -> np.ndarray:
-        """``encode_images`` of already-preprocessed images (``pixels()`` each, or a stacked batch), in one call."""
-        x = pixels if isinstance(pixels, torch.Tensor) else torch.stack(list(pixels))
+    def encode_pixels(self, pixels: Sequence[torch.Tensor] | torch.Tensor | np.ndarray) -> np.ndarray:
+        """``encode_images`` of already-preprocessed images (``pixels()`` each, or a stacked batch — a tensor or a
+        float32 numpy array), in one call."""
+        if isinstance(pixels, np.ndarray):
+            pixels = torch.from_numpy(np.ascontiguousarray(pixels))
+        x = pixels if isinstance(pixels, torch.Tensor) else torch.stack([torch.as_tensor(p) for p in pixels])
         feats = self.model.encode_image(x.to(device=self.device, dtype=self.dtype), normalize=True)
         return feats.float().cpu().numpy()
 
     def encode_files(self, paths: Sequence[Path], strict: bool = False, workers: int = 2,
-                     progress: Progress | None = None, batch_size: int | None = None) -> ImageEmbeddings:
+                     progress: Progress | None = None, batch_size: int | None = None,
+                     normalize: bool = True) -> ImageEmbeddings:
         """Embeddings of image files; unreadable ones are skipped and listed in ``failures`` (``strict`` raises).
         ``batch_size`` overrides the encoder's for this call."""
         return embed_images(self.model, self.preprocess, [Path(p) for p in paths], batch_size or self.batch_size,
-                            True, strict, workers, progress)
+                            normalize, strict, workers, progress)
 
     def logits(self, image_features: np.ndarray, text_features: np.ndarray) -> np.ndarray:
         """``[images, texts]`` logits of normalised features with the model's own scale (and bias)."""

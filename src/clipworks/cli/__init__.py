@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from . import classify, data, embed, eval, index, interpolate, models, plot, score, search, serve, train
+from . import classify, data, embed, eval, export, index, interpolate, models, plot, score, search, serve, train
 
 app = typer.Typer(no_args_is_help=True, add_completion=False,
                   help="CLIP models: train, load any family, embed, classify, index and search, evaluate, score.")
@@ -25,6 +25,7 @@ app.command("train")(train.train)
 app.command("demo")(train.demo)
 app.add_typer(index.app, name="index")
 app.add_typer(eval.app, name="eval")
+app.add_typer(export.app, name="export")
 
 
 def main() -> None:

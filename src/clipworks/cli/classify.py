@@ -17,10 +17,12 @@ from ..zeroshot import TTA_MODES, Prediction, ZeroShotClassifier
 from ..zeroshot import classify as run_classify
 from ..zeroshot.classifier import check_class_names, read_class_names, resolve_templates
 from .common import (
+    BackendArg,
     BatchArg,
     CsvArg,
     DeviceArg,
     JsonArg,
+    PrecisionArg,
     PretrainedArg,
     emit_csv,
     emit_json,
@@ -75,6 +77,8 @@ def classify(
     as_csv: CsvArg = False,
     save_classifier: Annotated[Path | None, typer.Option("--save-classifier", help="Also save the classifier "
                                                          "built from the labels to this file (.safetensors).")] = None,
+    backend: BackendArg = "torch",
+    precision: PrecisionArg = "fp32",
     device: DeviceArg = "cpu",
     batch_size: BatchArg = 64,
     workers: Annotated[int, typer.Option(min=1, help="Image decoding threads.")] = 2,
@@ -100,13 +104,16 @@ def classify(
         if classifier_file is not None:
             classifier = ZeroShotClassifier.load(classifier_file)
             if model is None:
+                if backend == "onnx":
+                    raise UsageError("--backend onnx needs --model: the folder `clipworks export onnx` wrote for the "
+                                     "classifier's model")
                 model, pretrained = classifier.model_ref.model, classifier.model_ref.pretrained
         else:
             names = _labels(labels, labels_file)
             prompts = resolve_templates("simple" if templates is None else templates)
         if model is None:
             raise UsageError("--model is required when building a classifier from labels")
-        encoder = load_encoder(model, pretrained, device=device, batch_size=batch_size)
+        encoder = load_encoder(model, pretrained, device, batch_size, backend, precision)
         if classifier_file is not None:
             classifier.check_encoder(encoder, where=f"classifier {classifier_file}")
         else:

@@ -12,15 +12,18 @@ import io
 import json
 from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import rich.markup
 import typer
 from rich.console import Console
 
-from ..encoder import Encoder
 from ..errors import ClipworksError, UsageError
 from ..image.decode import ImageError, expand_image_paths
+
+if TYPE_CHECKING:
+    from ..encoding import EncoderLike
+    from ..search.index import Index
 
 err = Console(stderr=True)
 
@@ -41,12 +44,54 @@ DeviceArg = Annotated[str, typer.Option("--device", help="cpu, cuda, cuda:1, mps
 BatchArg = Annotated[int, typer.Option("--batch-size", min=1, help="Images per model call.")]
 JsonArg = Annotated[bool, typer.Option("--json", help="Print JSON.")]
 CsvArg = Annotated[bool, typer.Option("--csv", help="Print CSV.")]
+BackendArg = Annotated[str, typer.Option("--backend", help="torch, or onnx: the model is a folder made by `clipworks "
+                                         "export onnx`, run by onnxruntime (no torch needed).")]
+PrecisionArg = Annotated[str, typer.Option("--precision", help="fp32; with --backend onnx, int8 runs the folder's "
+                                           "int8 graphs (export with --int8); with torch, fp16/bf16 as the model "
+                                           "loader takes them.")]
 
 
-def load_encoder(model: str, pretrained: str | None, device: str = "cpu", batch_size: int = 64) -> Encoder:
-    """The model every application command embeds with, loaded once (with a status line: big models take a while)."""
+def load_encoder(model: str, pretrained: str | None, device: str = "cpu", batch_size: int = 64,
+                 backend: str = "torch", precision: str = "fp32") -> EncoderLike:
+    """The model every application command embeds with, loaded once (with a status line: big models take a while).
+    Only the torch backend is imported for ``torch``; ``onnx`` never imports torch."""
+    from ..encoding import load_encoder as load
+
+    options: dict[str, Any] = {"batch_size": batch_size, "precision": precision}
+    if backend == "torch":
+        options["device"] = device
+    elif device != "cpu":
+        raise UsageError(f"--device {device}: the onnx backend runs on the CPU (its default execution provider)")
     with err.status(f"loading {model}" + (f" ({pretrained})" if pretrained else "")):
-        return Encoder.load(model, pretrained, device=device, batch_size=batch_size)
+        return load(model, pretrained, backend=backend, **options)
+
+
+def open_index(index_dir: Path, model: str | None, pretrained: str | None, backend: str = "torch",
+               precision: str = "fp32", device: str = "cpu", batch_size: int = 64, writable: bool = False) -> Index:
+    """An index opened with the model the user names, which must be the one its vectors came from (refused naming
+    both). With ``torch`` and no ``--model`` the index loads its recorded model when a query needs it; the onnx
+    backend needs ``--model`` (the exported folder: the index records the weights, not where an export of them is)."""
+    from ..modelref import ModelRef
+    from ..search.index import Index
+
+    if model is None and pretrained is not None:
+        raise UsageError("--pretrained needs --model (the index records its model: both can be left out)")
+    if backend == "onnx":
+        if model is None:
+            raise UsageError("--backend onnx needs --model: the folder `clipworks export onnx` wrote for the index's "
+                             "model")
+        encoder = load_encoder(model, pretrained, device, batch_size, backend, precision)
+        return Index.open(index_dir, encoder=encoder, writable=writable, batch_size=batch_size)
+    if backend != "torch":
+        raise UsageError(f"--backend {backend!r} is not one of torch, onnx")
+    index = Index.open(index_dir, writable=writable, device=device, batch_size=batch_size)
+    if model is not None:
+        given = ModelRef.resolve(model, pretrained)  # refused before any weights are loaded or downloaded
+        if not given.same_weights(index.ref):
+            index.close()
+            raise UsageError(f"index {index_dir} was built with {index.ref.describe()}; the model given is "
+                             f"{given.describe()} — its vectors cannot be compared with the index's")
+    return index
 
 
 def image_paths(images: Sequence[str] | None, required: bool = True) -> list[Path]:

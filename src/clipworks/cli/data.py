@@ -7,7 +7,6 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from ..data import export_csv, export_shards, open_source
 from .common import err, user_errors
 
 out_console = Console()
@@ -31,6 +30,8 @@ def data(
     csv_separator: Annotated[str | None, typer.Option(help="CSV/TSV separator (default from the extension).")] = None,
 ) -> None:
     """Convert a data source into WebDataset shards (or open_clip's CSV layout); unreadable images are skipped and listed."""
+    from ..data import export_csv, export_shards, open_source  # the data sources import torch: only when run
+
     with user_errors():
         src = open_source(source, split=split, csv_img_key=csv_img_key, csv_caption_key=csv_caption_key,
                           csv_separator=csv_separator, image_size=image_size)

@@ -8,12 +8,10 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from ..embed import embed_images, embed_texts
 from ..errors import MissingFileError, UsageError
-from ..factory import create_model_and_transforms, get_tokenizer
 from ..fileio import atomic_file
 from ..image.decode import ImageError, expand_image_paths
-from .common import err, user_errors
+from .common import BackendArg, PrecisionArg, err, load_encoder, user_errors
 
 out = Console()
 
@@ -30,7 +28,8 @@ def _save(path: Path, array: np.ndarray) -> None:
 
 def embed(
     inputs: Annotated[list[str] | None, typer.Argument(help="Image files and/or directories.")] = None,
-    model: Annotated[str, typer.Option(help="Config name, hf-hub:org/repo, or checkpoint path.")] = "ViT-B-32",
+    model: Annotated[str, typer.Option(help="Config name, hf-hub:org/repo, or checkpoint path (with --backend onnx: "
+                                            "an exported folder).")] = "ViT-B-32",
     pretrained: Annotated[str | None, typer.Option("--pretrained", "--checkpoint",
                                                    help="Pretrained tag of --model (see `clipworks pretrained`) or a "
                                                         "checkpoint file to read into it.")] = None,
@@ -41,6 +40,8 @@ def embed(
     normalize: Annotated[bool, typer.Option(help="L2-normalise the embeddings.")] = True,
     strict: Annotated[bool, typer.Option(help="Stop at the first unreadable image instead of skipping it.")] = False,
     workers: Annotated[int, typer.Option(min=1, help="Image decoding threads.")] = 2,
+    backend: BackendArg = "torch",
+    precision: PrecisionArg = "fp32",
 ) -> None:
     """Embed images (or captions with --text) into a .npy; row order is written to OUT.paths.txt."""
     with user_errors():
@@ -48,7 +49,8 @@ def embed(
             raise UsageError("give image files/directories, or --text FILE")
         if inputs and text is not None:
             raise UsageError("embed images or --text captions, not both in one run")
-        clip, _, preprocess = create_model_and_transforms(model, pretrained=pretrained, device=device)
+        encoder = load_encoder(model, pretrained, device, batch_size, backend, precision)
+        encoder.text_batch_size = batch_size
         listing = out_path.with_suffix(".paths.txt")
         if text is not None:
             if not text.is_file():
@@ -56,8 +58,7 @@ def embed(
             captions = text.read_text(encoding="utf-8").splitlines()
             with _progress() as bar:
                 task = bar.add_task("captions", total=len(captions))
-                features = embed_texts(clip, get_tokenizer(clip.config), captions, batch_size,
-                                       normalize, progress=lambda n: bar.advance(task, n))
+                features = encoder.encode_text(captions, progress=lambda n: bar.advance(task, n), normalize=normalize)
             _save(out_path, features)
             out.print(f"embedded {len(captions)} captions → {out_path} {features.shape}")
             return
@@ -66,8 +67,8 @@ def embed(
             raise ImageError(f"no image files found in {', '.join(inputs or [])}")
         with _progress() as bar:
             task = bar.add_task("images", total=len(paths))
-            result = embed_images(clip, preprocess, paths, batch_size, normalize, strict, workers,
-                                  progress=lambda n: bar.advance(task, n))
+            result = encoder.encode_files(paths, strict, workers, progress=lambda n: bar.advance(task, n),
+                                          normalize=normalize)
         _save(out_path, result.features)
         with atomic_file(listing) as tmp:
             tmp.write_text("".join(f"{p}\n" for p in result.paths), encoding="utf-8")

@@ -15,13 +15,16 @@ from ..errors import UsageError
 from ..search import AddReport, Index
 from . import search as search_cli
 from .common import (
+    BackendArg,
     BatchArg,
     DeviceArg,
     ModelArg,
+    PrecisionArg,
     PretrainedArg,
     emit_json,
     err,
     load_encoder,
+    open_index,
     print_skipped,
     user_errors,
 )
@@ -78,13 +81,15 @@ def build(
                                                      "ef_construction, ef_search; ivfpq nlist, m, nbits, nprobe, "
                                                      "train_min.")] = None,
     batch_size: BatchArg = 64,
+    backend: BackendArg = "torch",
+    precision: PrecisionArg = "fp32",
     device: DeviceArg = "cpu",
     workers: WorkersArg = 2,
 ) -> None:
     """Create an index of DIRECTORY with a model, and embed every image under it."""
     with user_errors():
         options = _options(option)
-        encoder = load_encoder(model, pretrained, device, batch_size)
+        encoder = load_encoder(model, pretrained, device, batch_size, backend, precision)
         with Index.create(index, directory, encoder, kind, **options) as idx:
             _print_report(idx, _add(idx, None, workers))
 
@@ -96,12 +101,18 @@ def add(
                                                      show_default=False)] = None,
     include: Annotated[list[str] | None, typer.Option("--include", help="Index again files that `index remove` "
                                                       "excluded (give the pattern it was given).")] = None,
+    model: Annotated[str | None, typer.Option("--model", "-m", help="Optional: must be the index's model (with "
+                                              "--backend onnx: its exported folder).")] = None,
+    pretrained: PretrainedArg = None,
     batch_size: BatchArg = 64,
+    backend: BackendArg = "torch",
+    precision: PrecisionArg = "fp32",
     device: DeviceArg = "cpu",
     workers: WorkersArg = 2,
 ) -> None:
     """Bring the index up to date: embed new and changed images, follow moved ones, drop gone ones."""
-    with user_errors(), Index.open(index, writable=True, device=device, batch_size=batch_size) as idx:
+    with user_errors(), open_index(index, model, pretrained, backend, precision, device, batch_size,
+                                   writable=True) as idx:
         for pattern in include or []:
             if not idx.include(pattern):
                 raise UsageError(f"--include {pattern!r}: not an excluded pattern of {index} "

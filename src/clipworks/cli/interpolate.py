@@ -6,9 +6,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from ..checkpoints import load_checkpoint, save_pretrained
 from ..errors import UsageError
-from ..interpolate import interpolate as interpolate_models
 from .common import user_errors
 
 out = Console()
@@ -23,6 +21,9 @@ def interpolate(
     config: Annotated[str | None, typer.Option(help="Config name/JSON to read bare state dicts with.")] = None,
 ) -> None:
     """WiSE-FT: interpolate two checkpoints of one architecture; the output appears complete or not at all."""
+    from ..checkpoints import load_checkpoint, save_pretrained  # torch: only when run
+    from ..interpolate import interpolate as interpolate_models
+
     with user_errors():
         if format not in ("native", "hf"):
             raise UsageError(f"--format must be 'native' or 'hf', got {format!r}")

@@ -8,9 +8,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from ..checkpoints import load_checkpoint, save_pretrained
 from ..errors import UsageError
-from ..factory import describe
 from ..model import list_models
 from ..model.config import QUICKGELU_SUFFIX, normalize_model_name
 from ..pretrained import (
@@ -23,6 +21,13 @@ from ..pretrained import (
 from .common import user_errors
 
 out = Console()
+
+
+def describe(target: str, pretrained: str | None, config: str | None) -> dict:
+    """``factory.describe``, imported when run (the factory imports torch; the CLI starts without it)."""
+    from ..factory import describe as describe_model
+
+    return describe_model(target, pretrained, config)
 
 
 def info(
@@ -86,6 +91,8 @@ def convert(
     config: Annotated[str | None, typer.Option(help="Config name/JSON to read a bare state dict with.")] = None,
 ) -> None:
     """Convert a checkpoint; the destination appears complete or not at all."""
+    from ..checkpoints import load_checkpoint, save_pretrained  # torch: only when run
+
     with user_errors():
         if to not in ("native", "hf"):
             raise UsageError(f"--to must be 'native' or 'hf', got {to!r}")

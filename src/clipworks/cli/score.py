@@ -6,15 +6,13 @@ from __future__ import annotations
 import csv
 import json
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 from rich.console import Console
 from rich.table import Column, Table
 from rich.text import Text
 
-from ..embed import ImageEmbeddings
-from ..encoder import Encoder
 from ..errors import ConfigError, MissingFileError, UsageError
 from ..image.decode import ImageError
 from ..progress import progress_bar
@@ -47,6 +45,10 @@ from .common import (
     print_skipped,
     user_errors,
 )
+
+if TYPE_CHECKING:
+    from ..encoding import EncoderLike as Encoder
+    from ..encoding import ImageEmbeddings
 
 out = Console()
 ImagesArg = Annotated[list[str] | None, typer.Argument(help="Image files and/or directories (searched recursively).")]

@@ -10,31 +10,14 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from ..encoder import ModelRef
 from ..errors import UsageError
 from ..progress import progress_bar
-from .common import DeviceArg, err, user_errors
+from .common import BackendArg, DeviceArg, PrecisionArg, err, open_index, user_errors
 
 out = Console(soft_wrap=True)
 
 QUERY_HELP = ('Text, an image path, or a combination: \'"beach" + 0.5*photo.jpg - "people"\' (quoted text, image '
               "paths, optional weights w*term, + and -).")
-
-
-def _open(index_dir: Path, model: str | None, pretrained: str | None, device: str):
-    """The index; ``--model/--pretrained``, when given, must name the index's own model (refused naming both)."""
-    from ..search.index import Index
-
-    if model is None and pretrained is not None:
-        raise UsageError("--pretrained needs --model (the index records its model: both can be left out)")
-    index = Index.open(index_dir, device=device)
-    if model is not None:
-        given = ModelRef.resolve(model, pretrained)  # refused before any weights are loaded or downloaded
-        if not given.same_weights(index.ref):
-            index.close()
-            raise UsageError(f"index {index_dir} was built with {index.ref.describe()}; the model given is "
-                             f"{given.describe()} — its vectors cannot be compared with the index's")
-    return index
 
 
 def search(
@@ -59,9 +42,12 @@ def search(
                                                     "before, min_size, max_size, tag); repeatable.")] = None,
     model: Annotated[str | None, typer.Option("--model", "-m", help="Optional: must be the index's model.")] = None,
     pretrained: Annotated[str | None, typer.Option("--pretrained", help="Optional, with --model.")] = None,
+    backend: BackendArg = "torch",
+    precision: PrecisionArg = "fp32",
     device: DeviceArg = "cpu",
 ) -> None:
-    """Search an index by text, image, or a weighted combination; the index knows its model."""
+    """Search an index by text, image, or a weighted combination; the index knows its model (with --backend onnx,
+    --model is the exported folder of that model)."""
     from ..search import render
     from ..search.filters import Filters
     from ..search.query import QueryTerm, parse_query
@@ -74,7 +60,7 @@ def search(
             raise UsageError("give a QUERY, --image FILE, or both")
         terms = parse_query(query) if query is not None else []
         terms += [QueryTerm(1.0, p) for p in image or []]
-        with _open(index_dir, model, pretrained, device) as index:
+        with open_index(index_dir, model, pretrained, backend, precision, device) as index:
             filters = Filters.parse(folder=folder, after=after, before=before, min_size=min_size,
                                     max_size=max_size, tags=tag or [], where=where or [], root=Path(index.root))
             page = run_search(index, terms, k=k, offset=offset, filters=filters,

@@ -8,9 +8,8 @@ from typing import Annotated
 
 import typer
 
-from ..encoder import ModelRef
 from ..errors import UsageError, require
-from .common import DeviceArg, err, load_encoder, user_errors
+from .common import BackendArg, DeviceArg, PrecisionArg, err, load_encoder, open_index, user_errors
 
 LOOPBACK = ("localhost",)
 
@@ -42,13 +41,14 @@ def serve(
     max_upload_mb: Annotated[float, typer.Option(min=0.001, help="Largest upload accepted, in MB.")] = 20.0,
     cors_origin: Annotated[list[str] | None, typer.Option("--cors-origin", help="Allow browser pages from this "
                                                           "origin (repeatable); CORS is off without it.")] = None,
+    backend: BackendArg = "torch",
+    precision: PrecisionArg = "fp32",
     device: DeviceArg = "cpu",
     log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "info",
 ) -> None:
     """Serve search, zero-shot classification and embeddings over HTTP (API docs at /docs, a search page at /)."""
     with user_errors():
         require("uvicorn", "serve", "clipworks serve")
-        from ..search.index import Index
         from ..serve import ServeSettings, create_app
 
         if index_dir is None and model is None:
@@ -60,17 +60,11 @@ def serve(
                                  max_upload_bytes=int(max_upload_mb * 1_000_000), cors_origins=tuple(cors_origin or ()))
         index = None
         if index_dir is not None:
-            index = Index.open(index_dir, device=device)
-            if model is not None:
-                given = ModelRef.resolve(model, pretrained)
-                if not given.same_weights(index.ref):
-                    index.close()
-                    raise UsageError(f"index {index_dir} was built with {index.ref.describe()}; the model given is "
-                                     f"{given.describe()} — its vectors cannot be compared with the index's")
+            index = open_index(index_dir, model, pretrained, backend, precision, device)
             with err.status(f"loading {index.ref.describe()}"):
                 encoder = index.encoder
         else:
-            encoder = load_encoder(model, pretrained, device)  # type: ignore[arg-type]
+            encoder = load_encoder(model, pretrained, device, backend=backend, precision=precision)  # type: ignore[arg-type]
         if not _is_loopback(host):
             err.print(f"[yellow]warning:[/yellow] binding {host} exposes the service to the network"
                       + ("" if api_key else "; the index-changing routes are off without --api-key"), highlight=False)

@@ -16,7 +16,7 @@ from ..encoder import Encoder, ModelRef
 from ..errors import UsageError
 from ..fileio import atomic_file
 from ..progress import Progress
-from ..zeroshot.classifier import eval_mode
+from ..zeroshot.accuracy import eval_mode
 from .datasets import LabelledImages
 
 CACHE_FORMAT = 1

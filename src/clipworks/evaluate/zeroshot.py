@@ -2,7 +2,7 @@
 
 ``acc1``/``acc5`` are top-1/top-5 accuracy, ``mean_per_class_recall`` the mean over classes (with at least one
 image) of each class's recall — scikit-learn's ``balanced_accuracy_score``, as CLIP_benchmark reports it. The
-arithmetic is the trainer's (``clipworks.zeroshot.evaluate``): the same classifier (``build_classifier``), the
+arithmetic is the trainer's (``clipworks.zeroshot.accuracy``): the same classifier (``build_classifier``), the
 same batches of features, the same ``topk``, so on Fashion-MNIST with the demo's templates the accuracy is the
 number the demo reported, to the image.
 """

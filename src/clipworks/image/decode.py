@@ -1,4 +1,4 @@
-"""Image files in, PIL images out — with errors that name the file, and directory expansion."""
+"""Image files in, PIL images out — with errors that name the file, directory expansion, and any mode to RGB."""
 
 from __future__ import annotations
 
@@ -6,10 +6,12 @@ import warnings
 from collections.abc import Iterable
 from pathlib import Path
 
+import numpy as np
 from PIL import Image, UnidentifiedImageError
 
 from ..errors import ClipworksError
 
+HIGH_DEPTH_MODES = ("I;16", "I;16B", "I;16L", "I", "F")  # 16-bit and 32-bit greyscale: rescaled, not clipped
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff", ".ppm", ".pgm"}
 
 
@@ -34,6 +36,18 @@ def load_image(path: str | Path) -> Image.Image:
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombWarning) as e:
         raise ImageError(f"{path} cannot be read as an image: {e}") from e
     return image
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """Any PIL mode to RGB. 16-bit and float greyscale are rescaled to 8 bits rather than clipped."""
+    if image.mode == "RGB":
+        return image
+    if image.mode in HIGH_DEPTH_MODES:
+        a = np.asarray(image, dtype=np.float64)
+        lo, hi = (0.0, 65535.0) if image.mode.startswith("I;16") else (float(a.min()), float(a.max()))
+        a = np.clip((a - lo) / max(hi - lo, 1e-12) * 255.0 + 0.5, 0, 255).astype(np.uint8)
+        return Image.fromarray(a).convert("RGB")
+    return image.convert("RGB")
 
 
 def expand_image_paths(inputs: Iterable[str | Path]) -> list[Path]:

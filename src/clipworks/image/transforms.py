@@ -4,7 +4,8 @@ Written on PIL and torch alone (no torchvision at run time). The eval path repea
 ``Resize → CenterCrop → convert('RGB') → ToTensor → Normalize`` step for step, in the same order and float32
 arithmetic, so outputs match open_clip's bit for bit on RGB photos, for each of its resize modes: ``shortest``
 (shorter side to size, centre crop), ``squash`` (both sides to size: SigLIP) and ``longest`` (longer side to
-size, padded with ``fill_color``), with bicubic, bilinear or nearest resampling.
+size, padded with ``fill_color``), with bicubic, bilinear or nearest resampling. The geometry is ``resize.py``'s,
+which the torch-free runtime shares.
 """
 
 from __future__ import annotations
@@ -21,57 +22,11 @@ from PIL import Image
 
 from ..constants import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
 from ..model.config import PreprocessConfig
+from .decode import HIGH_DEPTH_MODES, to_rgb
+from .resize import _RESAMPLE, _center_crop, _fill_value, _resize_longest, _resize_shorter, resize_crop
 
-_RESAMPLE = {"bicubic": Image.Resampling.BICUBIC, "bilinear": Image.Resampling.BILINEAR,
-             "nearest": Image.Resampling.NEAREST}
-
-
-def to_rgb(image: Image.Image) -> Image.Image:
-    """Any PIL mode to RGB. 16-bit and float greyscale are rescaled to 8 bits rather than clipped."""
-    if image.mode == "RGB":
-        return image
-    if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
-        a = np.asarray(image, dtype=np.float64)
-        lo, hi = (0.0, 65535.0) if image.mode.startswith("I;16") else (float(a.min()), float(a.max()))
-        a = np.clip((a - lo) / max(hi - lo, 1e-12) * 255.0 + 0.5, 0, 255).astype(np.uint8)
-        return Image.fromarray(a).convert("RGB")
-    return image.convert("RGB")
-
-
-def _resize_shorter(image: Image.Image, size: int, resample: Image.Resampling = Image.Resampling.BICUBIC) -> Image.Image:
-    """torchvision's ``Resize(size)``: the shorter side becomes ``size``, the longer keeps the aspect (truncated)."""
-    w, h = image.size
-    short, long = (w, h) if w <= h else (h, w)
-    if short == size:
-        return image
-    new_short, new_long = size, int(size * long / short)
-    new_w, new_h = (new_short, new_long) if w <= h else (new_long, new_short)
-    return image.resize((new_w, new_h), resample)
-
-
-def _resize_longest(image: Image.Image, size: int, resample: Image.Resampling) -> Image.Image:
-    """open_clip's ``ResizeKeepRatio(size, longest=1)``: the longer side becomes ``size`` (sides rounded)."""
-    w, h = image.size
-    ratio = max(h / size, w / size)
-    new_h, new_w = round(h / ratio), round(w / ratio)
-    return image if (new_w, new_h) == (w, h) else image.resize((new_w, new_h), resample)
-
-
-def _center_crop(image: Image.Image, size: int, fill: int = 0) -> Image.Image:
-    w, h = image.size
-    if w < size or h < size:  # pad (black unless told), as torchvision and open_clip do, then crop
-        canvas = Image.new(image.mode, (max(w, size), max(h, size)), _fill_value(image.mode, fill))
-        canvas.paste(image, ((max(w, size) - w) // 2, (max(h, size) - h) // 2))
-        image, (w, h) = canvas, canvas.size
-    top = int(round((h - size) / 2.0))
-    left = int(round((w - size) / 2.0))
-    return image.crop((left, top, left + size, top + size))
-
-
-def _fill_value(mode: str, fill: int) -> int | tuple[int, ...]:
-    bands = len(Image.new(mode, (1, 1)).getbands())
-    return fill if bands == 1 else (fill,) * bands
-
+__all__ = ["ImageTransform", "_center_crop", "_fill_value", "_resize_longest", "_resize_shorter", "image_transform",
+           "resize_crop", "splitmix64", "to_rgb"]
 
 @dataclass
 class ImageTransform:
@@ -91,19 +46,13 @@ class ImageTransform:
 
     def __call__(self, image: Image.Image, rng: random.Random | None = None) -> torch.Tensor:
         """``rng`` overrides the transform's own stream for this call, so a loader can seed each sample."""
-        if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        if image.mode in HIGH_DEPTH_MODES:
             image = to_rgb(image)
-        resample = _RESAMPLE[self.interpolation]
-        size, resized = self.image_size, self.resize_size or self.image_size
         if self.train:
             image = self._random_resized_crop(image, rng or self.rng)
-        elif self.resize_mode == "squash":
-            image = image if image.size == (resized, resized) else image.resize((resized, resized), resample)
-            image = image if resized == size else _center_crop(image, size)
-        elif self.resize_mode == "longest":
-            image = _center_crop(_resize_longest(image, resized, resample), size, self.fill_color)
         else:
-            image = _center_crop(_resize_shorter(image, resized, resample), size, self.fill_color)
+            image = resize_crop(image, self.image_size, self.resize_size, self.resize_mode, self.interpolation,
+                                self.fill_color)
         return self.normalize(to_rgb(image))
 
     @property

@@ -98,9 +98,8 @@ class Package:
         from ..fileio import atomic_file
 
         path = Path(directory) / MANIFEST
-        with atomic_file(path, "w") as f:
-            json.dump(self.to_dict(), f, indent=2)
-            f.write("\n")
+        with atomic_file(path) as tmp:
+            tmp.write_text(json.dumps(self.to_dict(), indent=2) + "\n", encoding="utf-8")
         return path
 
     @classmethod

@@ -24,14 +24,16 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..encoder import Encoder
 from ..errors import UsageError
 from ..progress import Progress
 from .inputs import Images, check_texts, image_features
+
+if TYPE_CHECKING:
+    from ..encoding import EncoderLike as Encoder
 
 TORCHMETRICS_WEIGHT = 100.0
 CLIP_S_WEIGHT = 2.5

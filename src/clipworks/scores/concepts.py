@@ -23,15 +23,18 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..encoder import Encoder, ModelRef
 from ..errors import ConfigError, UsageError
+from ..modelref import ModelRef
 from ..progress import Progress
 from .calibrate import Calibration, calibrate
 from .inputs import Images, image_features, number, read_settings, text_list, write_settings
+
+if TYPE_CHECKING:
+    from ..encoding import EncoderLike as Encoder
 
 FIELDS = ("prompts", "negatives", "threshold")
 

@@ -11,14 +11,16 @@ import math
 import tomllib
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from PIL import Image
 
-from ..encoder import Encoder
 from ..errors import ConfigError, MissingFileError, UsageError
 from ..fileio import atomic_file
+
+if TYPE_CHECKING:
+    from ..encoding import EncoderLike as Encoder
 
 Images = Sequence[Image.Image] | np.ndarray
 SETTINGS_SUFFIXES = (".json", ".toml")

@@ -18,14 +18,16 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 
-from ..encoder import Encoder
 from ..errors import ConfigError, UsageError
 from ..progress import Progress
 from .inputs import Images, image_features, read_settings, text_list
+
+if TYPE_CHECKING:
+    from ..encoding import EncoderLike as Encoder
 
 PROMPT_PAIRS: dict[str, tuple[str, str]] = {
     "quality": ("Good photo.", "Bad photo."),
@@ -110,7 +112,7 @@ def quality(encoder: Encoder, images: Images, pairs: PairSpec = DEFAULT_PAIRS,
     """
     resolved = resolve_pairs(pairs)
     if scale == "model":
-        factor = float(encoder.model.logit_scale.detach().exp().item())
+        factor = encoder.logit_scale
     elif isinstance(scale, (int, float)) and not isinstance(scale, bool) and scale > 0:
         factor = float(scale)
     else:

@@ -22,18 +22,21 @@ import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Self
+from typing import TYPE_CHECKING, Any, Self
 
 import numpy as np
 
-from ..encoder import Encoder, ModelRef
 from ..errors import BusyError, MissingFileError, UsageError
 from ..fileio import atomic_dir
+from ..modelref import ModelRef
 from ..progress import Progress
 from .scan import clean_tags, hash_files
 from .store import DB_NAME, FORMAT, Item, NewItem, Store
 from .sync import AddReport, Sync
 from .vectors import VectorIndex, check_options
+
+if TYPE_CHECKING:
+    from ..encoding import EncoderLike as Encoder
 
 CACHE_NAME = "vectors.faiss"
 LOCK_NAME = ".lock"
@@ -88,7 +91,7 @@ class Index:
         if kind == "ivfpq" and options["m"] and encoder.embed_dim % options["m"]:  # found now, not at training time
             raise UsageError(f"ivfpq option m={options['m']} must divide the embedding dimension {encoder.embed_dim}")
         absolute = index_dir.absolute()
-        meta = {"model": encoder.ref.to_dict(), "model_config": encoder.model.config.to_dict(),
+        meta = {"model": encoder.ref.to_dict(), "model_config": encoder.model_config,
                 "dim": encoder.embed_dim, "kind": kind, "options": options,
                 "root": _relative_root(root, absolute), "root_abs": str(root.resolve())}
         with atomic_dir(index_dir) as tmp:
@@ -144,7 +147,9 @@ class Index:
                 if name and os.path.isabs(name) and not Path(name).exists():
                     raise MissingFileError(f"the index's model checkpoint {name} is not there any more; open the "
                                            f"index with that model given explicitly (--model/--pretrained)")
-            encoder = Encoder.load(self.ref.model, self.ref.pretrained, device=self._device,
+            from ..encoding import torch_encoder
+
+            encoder = torch_encoder().load(self.ref.model, self.ref.pretrained, device=self._device,
                                    batch_size=self._batch_size)
             self.check_encoder(encoder)
             self._encoder = encoder

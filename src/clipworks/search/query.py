@@ -34,7 +34,7 @@ from ..errors import InputTypeError, UsageError
 from ..image.decode import IMAGE_SUFFIXES, ImageError, load_image
 
 if TYPE_CHECKING:
-    from ..encoder import Encoder
+    from ..encoding import EncoderLike as Encoder
 
 TermValue = str | Path | Image.Image
 QueryLike = Union[str, Path, Image.Image, Sequence[Union["QueryTerm", tuple[float, TermValue]]]]  # noqa: UP007

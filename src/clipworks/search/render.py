@@ -16,8 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from ..fileio import atomic_file
-from ..image.decode import ImageError, load_image
-from ..image.transforms import to_rgb
+from ..image.decode import ImageError, load_image, to_rgb
 from .retrieve import Page
 
 if TYPE_CHECKING:

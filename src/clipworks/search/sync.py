@@ -13,14 +13,17 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ..encoder import Encoder
 from ..progress import Progress
 from .scan import FileInfo, SidecarError, hash_files, matches, read_sidecars, scan
 from .store import NewItem, Row, Store
 from .vectors import VectorIndex
+
+if TYPE_CHECKING:
+    from ..encoding import EncoderLike as Encoder
 
 
 @dataclass

@@ -28,10 +28,10 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, HTMLResponse, PlainTextResponse, Response
 from PIL import Image, ImageOps
 
-from ..encoder import Encoder, ModelRef
+from ..encoding import EncoderLike as Encoder
 from ..errors import UsageError
-from ..image.decode import ImageError, load_image
-from ..image.transforms import to_rgb
+from ..image.decode import ImageError, load_image, to_rgb
+from ..modelref import ModelRef
 from ..search.filters import Filters
 from ..search.index import Index
 from ..search.retrieve import Page, search

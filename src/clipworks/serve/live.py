@@ -21,11 +21,13 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
-from ..encoder import Encoder
 from ..search.index import Index
 from ..search.store import DB_NAME
+
+if TYPE_CHECKING:
+    from ..encoding import EncoderLike as Encoder
 
 R = TypeVar("R")
 

@@ -19,16 +19,19 @@ import re
 import threading
 from collections.abc import Sequence
 from importlib import resources
+from typing import TYPE_CHECKING
 
 import numpy as np
 import regex
-import torch
 from tokenizers import Tokenizer, models, pre_tokenizers
 
 from ..errors import InputTypeError
 from .clean import PLAIN_ASCII as _PLAIN_ASCII
 from .clean import clean_lower
 from .inputs import check_length, check_texts
+
+if TYPE_CHECKING:
+    import torch
 
 DEFAULT_CONTEXT_LENGTH = 77
 SOT = "<start_of_text>"
@@ -125,6 +128,12 @@ class ClipTokenizer:
         return cache
 
     def __call__(self, texts: str | Sequence[str], context_length: int | None = None) -> torch.Tensor:
+        import torch  # only here: the ids are numpy's (``encode_np``), which the torch-free runtime uses
+
+        return torch.from_numpy(self.encode_np(texts, context_length))
+
+    def encode_np(self, texts: str | Sequence[str], context_length: int | None = None) -> np.ndarray:
+        """``int64 [N, context_length]``: what ``__call__`` returns, as a numpy array."""
         if isinstance(texts, str):
             texts = [texts]
         elif not isinstance(texts, Sequence) or isinstance(texts, (bytes, bytearray)):
@@ -150,7 +159,7 @@ class ClipTokenizer:
                 ids = [t for c in chunks for t in cache[c]][:keep]
                 out[i, 1 : len(ids) + 1] = ids
                 out[i, len(ids) + 1] = eot
-        return torch.from_numpy(out)
+        return out
 
     def encode(self, text: str) -> list[int]:
         """BPE ids of one text, without start/end tokens or truncation."""
@@ -165,7 +174,7 @@ class ClipTokenizer:
 
     def decode(self, ids: Sequence[int] | torch.Tensor) -> str:
         """Text of a token sequence; start/end tokens and the padding after the end token are dropped."""
-        ids = [int(i) for i in (ids.tolist() if isinstance(ids, torch.Tensor) else ids)]
+        ids = [int(i) for i in (ids.tolist() if hasattr(ids, "tolist") else ids)]
         if self.eot_token_id in ids:
             ids = ids[: ids.index(self.eot_token_id)]
         pieces = [self._bpe.id_to_token(i) for i in ids if i != self.sot_token_id]

@@ -14,10 +14,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 from tokenizers import Tokenizer
 
 from ..errors import TokenizerError
@@ -26,6 +25,9 @@ from . import hf_classes
 from .clean import clean_fn
 from .hf_dir import SENTENCEPIECE_FILES, TOKENIZER_JSON, TokenizerDir
 from .inputs import check_length, check_texts, not_unicode, prepare
+
+if TYPE_CHECKING:
+    import torch
 
 
 class HFTokenizer:
@@ -94,6 +96,12 @@ class HFTokenizer:
         return tok
 
     def __call__(self, texts: str | Sequence[str], context_length: int | None = None) -> torch.Tensor:
+        import torch  # only here: the ids are numpy's (``encode_np``), which the torch-free runtime uses
+
+        return torch.from_numpy(self.encode_np(texts, context_length))
+
+    def encode_np(self, texts: str | Sequence[str], context_length: int | None = None) -> np.ndarray:
+        """``int64 [N, context_length]``: what ``__call__`` returns, as a numpy array."""
         texts, length = prepare(texts, context_length or self.context_length,
                                 None if self.clean == "none" else self._clean)
         try:
@@ -103,7 +111,7 @@ class HFTokenizer:
         ids = np.array([e.ids for e in encodings], dtype=np.int64).reshape(len(texts), length)
         if self.strip_sep_token:
             ids[ids == self.sep_token_id] = 0  # open_clip writes 0, whatever the pad id
-        return torch.from_numpy(ids)
+        return ids
 
     def encode(self, text: str) -> list[int]:
         """Ids of one (cleaned) text, without special tokens or truncation."""
@@ -121,7 +129,7 @@ class HFTokenizer:
 
     def decode(self, ids: Sequence[int] | torch.Tensor) -> str:
         """Text of a token sequence; special tokens and padding are dropped."""
-        ids = [int(i) for i in (ids.tolist() if isinstance(ids, torch.Tensor) else ids)]
+        ids = [int(i) for i in (ids.tolist() if hasattr(ids, "tolist") else ids)]
         return self._fixed(None).decode(ids, skip_special_tokens=True)
 
 

@@ -19,16 +19,18 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 
 from ..errors import TokenizerError, require
 from ..model.config import PADDING_SIDES
 from .clean import clean_fn, siglip_canonicalize
 from .hf_dir import SENTENCEPIECE_FILES, AddedToken, TokenizerDir
 from .inputs import check_length, check_texts, not_unicode, prepare
+
+if TYPE_CHECKING:
+    import torch
 
 SPIECE_UNDERLINE = "▁"
 
@@ -124,6 +126,12 @@ class SentencePieceTokenizer:
         return out
 
     def __call__(self, texts: str | Sequence[str], context_length: int | None = None) -> torch.Tensor:
+        import torch  # only here: the ids are numpy's (``encode_np``), which the torch-free runtime uses
+
+        return torch.from_numpy(self.encode_np(texts, context_length))
+
+    def encode_np(self, texts: str | Sequence[str], context_length: int | None = None) -> np.ndarray:
+        """``int64 [N, context_length]``: what ``__call__`` returns, as a numpy array."""
         texts, length = prepare(texts, context_length or self.context_length,
                                 None if self.clean == "none" else self._clean)
         try:
@@ -139,7 +147,7 @@ class SentencePieceTokenizer:
                 row[: len(ids)] = ids
             else:
                 row[length - len(ids):] = ids
-        return torch.from_numpy(out)
+        return out
 
     def encode(self, text: str) -> list[int]:
         """Ids of one (cleaned) text, without the end token or truncation."""
@@ -157,7 +165,7 @@ class SentencePieceTokenizer:
 
     def decode(self, ids: Sequence[int] | torch.Tensor) -> str:
         """Text of a token sequence; special tokens and padding are dropped."""
-        ids = [int(i) for i in (ids.tolist() if isinstance(ids, torch.Tensor) else ids)]
+        ids = [int(i) for i in (ids.tolist() if hasattr(ids, "tolist") else ids)]
         special = {t.id for t in self._added.values() if t.special} | {self.eos_token_id, self.pad_token_id}
         return self._sp.decode([i for i in ids if i not in special])
 

@@ -1,76 +1,42 @@
 """Class names × prompt templates → a linear zero-shot classifier (OpenAI's and open_clip's prompt ensembling).
 
-``build_classifier`` is the trainer's in-loop version (a torch ``[D, C]`` tensor from a model and tokenizer);
-``ZeroShotClassifier`` is the application's: built through an ``Encoder``, applied to numpy image features, saved
-to one file with the identity of its model so that 1,000 classes are encoded once and never paired with another
-model's images.
+``ZeroShotClassifier`` is the application's: built through an encoder (torch or ONNX: ``encoding.EncoderLike``),
+applied to numpy image features, saved to one file with the identity of its model so that 1,000 classes are
+encoded once and never paired with another model's images. All numpy: it runs without torch. The trainer's in-loop
+version, ``build_classifier`` (a torch ``[D, C]`` tensor from a model and tokenizer), is in ``accuracy.py``.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
-import torch.nn.functional as F
-from torch import nn
 
-from ..encoder import Encoder, ModelRef
 from ..errors import ConfigError, MissingFileError, UsageError
 from ..fileio import atomic_file
-from ..model import Clip
+from ..modelref import ModelRef
 from ..progress import Progress
-from ..text import Tokenizer
 from .templates import TEMPLATE_SETS, check_templates, load_templates
+
+if TYPE_CHECKING:
+    from ..encoding import EncoderLike as Encoder
 
 FORMAT = "clipworks.zeroshot-classifier"
 FORMAT_VERSION = 1
 _PROMPTS_PER_CHUNK = 4096
 
 
-@contextlib.contextmanager
-def eval_mode(model: nn.Module) -> Iterator[None]:
-    """Eval mode and no autograd for the block; a model called mid-training goes back to training."""
-    was_training = model.training
-    model.eval()
-    try:
-        with torch.no_grad():
-            yield
-    finally:
-        model.train(was_training)
+def __getattr__(name: str) -> Any:
+    """The trainer's torch helpers moved to ``accuracy.py``; importing them from here still works."""
+    if name in ("build_classifier", "eval_mode", "model_device"):
+        from . import accuracy
 
-
-def model_device(model: nn.Module) -> torch.device:
-    return next(model.parameters()).device
-
-
-def build_classifier(
-    model: Clip,
-    tokenizer: Tokenizer,
-    class_names: Sequence[str],
-    templates: Sequence[str],
-    device: str | torch.device | None = None,
-    batch_size: int = 256,
-) -> torch.Tensor:
-    """``[embed_dim, C]`` float32 zero-shot weights: per class, the L2-normalised mean of the
-    L2-normalised text embeddings of every template — OpenAI's and open_clip's prompt ensembling."""
-    class_names = check_class_names(class_names)
-    templates = check_templates(templates)
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    device = torch.device(device) if device is not None else model_device(model)
-    prompts = [t.format(name) for name in class_names for t in templates]
-    chunks = []
-    with eval_mode(model):
-        for start in range(0, len(prompts), batch_size):
-            tokens = tokenizer(prompts[start : start + batch_size], context_length=model.context_length).to(device)
-            chunks.append(model.encode_text(tokens, normalize=True).float())
-    per_prompt = torch.cat(chunks).view(len(class_names), len(templates), -1)
-    return F.normalize(per_prompt.mean(dim=1), dim=-1).T.contiguous()
+        return getattr(accuracy, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def read_class_names(path: str | Path) -> tuple[str, ...]:
@@ -175,9 +141,7 @@ class ZeroShotClassifier:
             prompts = [t.format(name) for name in chunk for t in temps]
             per_prompt = encoder.encode_text(prompts, progress=progress).reshape(len(chunk), len(temps), -1)
             rows.append(_normalize(per_prompt.mean(axis=1)))
-        bias = encoder.model.logit_bias
-        return cls(names, temps, np.concatenate(rows), encoder.ref, float(encoder.model.logit_scale.detach().exp()),
-                   None if bias is None else float(bias.detach()))
+        return cls(names, temps, np.concatenate(rows), encoder.ref, encoder.logit_scale, encoder.logit_bias)
 
     # -- applying -------------------------------------------------------------------------------------------------
 

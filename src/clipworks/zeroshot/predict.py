@@ -7,17 +7,19 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
+import numpy as np
 from PIL import Image
 
-from ..encoder import Encoder
 from ..errors import InputTypeError, UsageError
 from ..image.decode import ImageError, load_image
 from ..progress import Progress
 from .classifier import ZeroShotClassifier
 from .tta import TTA_MODES, check_tta, encode_views, tta_views
+
+if TYPE_CHECKING:
+    from ..encoding import EncoderLike as Encoder
 
 ImageInput = str | Path | Image.Image
 
@@ -94,7 +96,7 @@ def classify(
     chunk = max(1, encoder.batch_size // TTA_MODES[tta])
     results: list[Prediction] = []
 
-    def prepare(item: ImageInput) -> torch.Tensor | str:
+    def prepare(item: ImageInput) -> np.ndarray | str:
         try:
             image = item if isinstance(item, Image.Image) else load_image(item)
             return tta_views(image, encoder.preprocess, tta)

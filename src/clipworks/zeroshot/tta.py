@@ -12,20 +12,26 @@ ensembling treats templates. The views, for a model whose input is S×S:
 - ``multicrop-flip``: those five crops and their mirrors (``TenCrop``; 10 views).
 
 Cost grows with the views: ``flip`` embeds twice, ``multicrop`` five times, ``multicrop-flip`` ten times.
+Views are numpy arrays whichever backend embeds them (``encoding.EncoderLike.encode_pixels`` takes them), so this
+runs without torch with the ONNX encoder.
 """
 
 from __future__ import annotations
 
 import dataclasses
 from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 from PIL import Image
 
-from ..encoder import Encoder
 from ..errors import UsageError
-from ..image.transforms import ImageTransform, to_rgb
+from ..image.decode import to_rgb
+
+if TYPE_CHECKING:
+    from ..encoding import EncoderLike as Encoder
+
+Transform = Any  # the model's eval transform: ``image.transforms.ImageTransform`` (torch) or ``runtime.Preprocess``
 
 TTA_MODES: dict[str, int] = {"none": 1, "flip": 2, "multicrop": 5, "multicrop-flip": 10}  # mode → views per image
 MULTICROP_RATIO = 8 / 7
@@ -37,44 +43,44 @@ def check_tta(mode: str) -> str:
     return mode
 
 
-def multicrop_size(transform: ImageTransform) -> int:
+def multicrop_size(transform: Transform) -> int:
     """R, the side of the enlarged input the crops are cut from (always larger than the model's input)."""
     size = transform.image_size
     return max(transform.resize_size or 0, round(size * MULTICROP_RATIO), size + 1)
 
 
-def tta_views(image: Image.Image, transform: ImageTransform, mode: str) -> torch.Tensor:
+def tta_views(image: Image.Image, transform: Transform, mode: str) -> np.ndarray:
     """``float32 [V, 3, S, S]``: the model inputs for one decoded image under ``mode`` (see the module docstring)."""
     image = to_rgb(image)
     if mode == "none":
-        return transform(image)[None]
+        return np.asarray(transform(image))[None]
     if mode == "flip":
-        x = transform(image)
-        return torch.stack([x, x.flip(-1)])
+        x = np.asarray(transform(image))
+        return np.stack([x, x[..., ::-1]])
     size, big = transform.image_size, multicrop_size(transform)
-    enlarged = dataclasses.replace(transform, image_size=big, resize_size=None, train=False)(image)
+    eval_only = {"train": False} if hasattr(transform, "train") else {}
+    enlarged = np.asarray(dataclasses.replace(transform, image_size=big, resize_size=None, **eval_only)(image))
     far = big - size
-    mid = round(far / 2.0)  # the centre crop's offset, as _center_crop rounds it
+    mid = round(far / 2.0)  # the centre crop's offset, as resize.py's _center_crop rounds it
     crops = [enlarged[:, top : top + size, left : left + size]
              for top, left in ((0, 0), (0, far), (far, 0), (far, far), (mid, mid))]
     if mode == "multicrop-flip":
-        crops += [c.flip(-1) for c in crops]
-    return torch.stack(crops)
+        crops += [c[..., ::-1] for c in crops]
+    return np.stack(crops)
 
 
-@torch.inference_mode()
-def encode_views(encoder: Encoder, views: Sequence[torch.Tensor]) -> np.ndarray:
+def encode_views(encoder: Encoder, views: Sequence[np.ndarray]) -> np.ndarray:
     """``float32 [len(views), D]``: per image, the renormalised mean of its views' normalised embeddings."""
     if not views:
         return np.zeros((0, encoder.embed_dim), dtype=np.float32)
     counts = [v.shape[0] for v in views]
-    x = torch.cat(list(views)).to(device=encoder.device, dtype=encoder.dtype)
-    feats = torch.cat([encoder.model.encode_image(x[i : i + encoder.batch_size], normalize=True).float()
-                       for i in range(0, x.shape[0], encoder.batch_size)])
+    x = np.concatenate(list(views))
+    feats = np.concatenate([encoder.encode_pixels(x[i : i + encoder.batch_size])
+                            for i in range(0, x.shape[0], encoder.batch_size)])
     if max(counts) == 1:
-        return feats.cpu().numpy()  # no augmentation: exactly the encoder's own embeddings
-    means = torch.stack([part.mean(dim=0) for part in feats.split(counts)])
-    return torch.nn.functional.normalize(means, dim=-1).cpu().numpy()
+        return feats  # no augmentation: exactly the encoder's own embeddings
+    means = np.stack([part.mean(axis=0) for part in np.split(feats, np.cumsum(counts)[:-1])])
+    return (means / np.maximum(np.linalg.norm(means, axis=-1, keepdims=True), 1e-12)).astype(np.float32)
 
 
 def encode_images(encoder: Encoder, images: Sequence[Image.Image], tta: str = "none") -> np.ndarray:

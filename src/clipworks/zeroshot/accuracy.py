@@ -1,4 +1,5 @@
-"""Zero-shot accuracy of a model on labelled images, and the fine-tuning regression check built on it.
+"""The trainer's zero-shot, in torch: a classifier from a model and its tokenizer (``build_classifier``), the
+accuracy of a model on labelled images, and the fine-tuning regression check built on it.
 
 Accuracies are fractions in [0, 1] throughout; messages print them as percentages.
 """
@@ -6,13 +7,58 @@ Accuracies are fractions in [0, 1] throughout; messages print them as percentage
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterable, Iterator, Sized
+from collections.abc import Iterable, Iterator, Sequence, Sized
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
+from torch import nn
 
 from ..model import Clip
-from .classifier import eval_mode, model_device
+from ..text import Tokenizer
+from .classifier import check_class_names
+from .templates import check_templates
+
+
+@contextlib.contextmanager
+def eval_mode(model: nn.Module) -> Iterator[None]:
+    """Eval mode and no autograd for the block; a model called mid-training goes back to training."""
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            yield
+    finally:
+        model.train(was_training)
+
+
+def model_device(model: nn.Module) -> torch.device:
+    return next(model.parameters()).device
+
+
+def build_classifier(
+    model: Clip,
+    tokenizer: Tokenizer,
+    class_names: Sequence[str],
+    templates: Sequence[str],
+    device: str | torch.device | None = None,
+    batch_size: int = 256,
+) -> torch.Tensor:
+    """``[embed_dim, C]`` float32 zero-shot weights: per class, the L2-normalised mean of the
+    L2-normalised text embeddings of every template — OpenAI's and open_clip's prompt ensembling."""
+    class_names = check_class_names(class_names)
+    templates = check_templates(templates)
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    device = torch.device(device) if device is not None else model_device(model)
+    prompts = [t.format(name) for name in class_names for t in templates]
+    chunks = []
+    with eval_mode(model):
+        for start in range(0, len(prompts), batch_size):
+            tokens = tokenizer(prompts[start : start + batch_size], context_length=model.context_length).to(device)
+            chunks.append(model.encode_text(tokens, normalize=True).float())
+    per_prompt = torch.cat(chunks).view(len(class_names), len(templates), -1)
+    return F.normalize(per_prompt.mean(dim=1), dim=-1).T.contiguous()
 
 
 @dataclass
