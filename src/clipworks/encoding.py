@@ -100,7 +100,8 @@ def torch_encoder() -> type:
     except ModuleNotFoundError as e:
         if (e.name or "").split(".")[0] != "torch":
             raise
-        raise MissingDependencyError("the torch backend needs torch, which is not installed: install it, or run an "
+        raise MissingDependencyError("the torch backend needs torch, which is not installed: pip install "
+                                     "'clipworks[torch]', or run an "
                                      "exported folder (`clipworks export onnx`) with --backend onnx --model FOLDER "
                                      "(Python: load_encoder(FOLDER, backend='onnx'))") from e
     return Encoder
