@@ -75,9 +75,11 @@ def _quantize(directory: Path, package: Package, kind: str, quantize_dynamic: An
     fp32 = package.graph(kind)
     out = directory / f"{kind}.int8.onnx"
     quantize_dynamic(directory / fp32.file, out, op_types_to_quantize=OP_TYPES, per_channel=True,
-                     weight_type=QuantType.QInt8, extra_options={"MatMulConstBOnly": True})
+                     weight_type=QuantType.QInt8, extra_options={"MatMulConstBOnly": True},
+                     use_external_data_format=fp32.data is not None)
+    data = out.with_name(out.name + ".data")
     package.graphs[f"{kind}.int8"] = Graph(kind=kind, precision="int8", file=out.name, sha256=sha256_file(out),
-                                           input=fp32.input)
+                                           input=fp32.input, data=data.name if data.is_file() else None)
 
 
 def synthetic_images(n: int = 16, size: int = 256, seed: int = 0) -> list[Image.Image]:
