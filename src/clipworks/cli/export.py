@@ -36,7 +36,7 @@ def onnx(
     package = result.package
     typer.echo(f"wrote {result.path} ({package.embed_dim}-d, opset {package.opset}, image size "
                f"{package.preprocess['image_size']}, context length {package.context_length})")
-    for key, graph in package.graphs.items():
+    for graph in package.graphs.values():
         size = (result.path / graph.file).stat().st_size / 2**20
         typer.echo(f"  {graph.file}: {graph.input} -> {graph.output} ({size:.1f} MiB)")
     for kind, diff in result.max_diff.items():

@@ -14,6 +14,10 @@ not follow the input is an export error, not a wrong graph. The price is export 
 tiny model instead of a fraction of one); TorchScript export is also deprecated in torch. After export, the parity
 check runs the graphs at batch 1 and 3 and caption lengths from 1 to the context length against torch.
 
+A tower over 2 GiB (ViT-H/g/bigG, EVA-E image towers) does not fit one protobuf: its weights go to ``{kind}.onnx.data``
+beside the graph, registered and hashed in the manifest (``Graph.data``). Int8 graphs are made from the fp32 ones
+by onnxruntime's dynamic quantization (``quantize.py``).
+
 Written into a temporary folder and moved into place whole (``fileio.atomic_dir``): a failed or interrupted export
 leaves no half folder for the runtime to trip on.
 """
