@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 import shutil
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -146,6 +147,16 @@ def test_non_empty_out_dir_is_refused_before_any_work(tiny: Encoder, tmp_path: P
     assert [p.name for p in tmp_path.iterdir()] == ["notes.txt"]
     with pytest.raises(UsageError, match="opset 11"):
         export_onnx(tiny, tmp_path / "new", opset=11)
+
+
+def test_missing_export_packages_name_the_extra(tiny_checkpoint: Path, tmp_path: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    from clipworks.cli import app
+
+    monkeypatch.setitem(sys.modules, "onnxscript", None)  # what `import onnxscript` meets when it is not installed
+    result = CliRunner().invoke(app, ["export", "onnx", str(tiny_checkpoint), str(tmp_path / "out")])
+    assert result.exit_code == 1 and "pip install 'clipworks[export]'" in result.output
+    assert not (tmp_path / "out").exists()
 
 
 def test_an_operator_the_exporter_cannot_translate_is_named(tiny: Encoder, tmp_path: Path) -> None:

@@ -28,8 +28,10 @@ def onnx(
     manifest clipworks-onnx.json with the preprocessing and tokenizer, and check the graphs against PyTorch."""
     with user_errors():
         from ..export import export_onnx_report
+        from ..export.onnx import require_export
         from .common import load_encoder
 
+        require_export()
         encoder = load_encoder(model, pretrained)
         with err.status(f"exporting to {out_dir}"):
             result = export_onnx_report(encoder, out_dir, int8=int8, opset=opset, force=force)

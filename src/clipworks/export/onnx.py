@@ -87,8 +87,7 @@ def export_onnx(model: str | Path | Encoder, out_dir: str | Path, *, pretrained:
 def export_onnx_report(model: str | Path | Encoder, out_dir: str | Path, *, pretrained: str | None = None,
                        int8: bool = False, opset: int = 18, force: bool = False, check: bool = True) -> ExportResult:
     """``export_onnx``, returning also the parity figures (what ``clipworks export onnx`` prints)."""
-    for module in ("onnx", "onnxscript", "onnxruntime"):
-        require(module, "export", "exporting to ONNX")
+    require_export()
     if not MIN_OPSET <= opset <= MAX_OPSET:
         raise UsageError(f"opset {opset} is not one the exporter writes ({MIN_OPSET}..{MAX_OPSET})")
     out_dir = Path(out_dir)
@@ -126,6 +125,12 @@ def export_onnx_report(model: str | Path | Encoder, out_dir: str | Path, *, pret
         if int8:
             report = int8_parity(tmp, encoder=encoder)
     return ExportResult(out_dir, package, diffs, report)
+
+
+def require_export() -> None:
+    """The ``export`` extra's packages, or an error naming the extra (before a model is loaded for nothing)."""
+    for module in ("onnx", "onnxscript", "onnxruntime"):
+        require(module, "export", "exporting to ONNX")
 
 
 # -- what is exported ----------------------------------------------------------------------------------------------
