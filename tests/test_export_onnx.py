@@ -140,13 +140,20 @@ def test_int8_graphs_quantize_the_linear_layers_and_report_their_cosine(exported
     assert again.images == 9 and again.texts == 4 and again.image_mean > 0.99 and again.text_min > 0.98
 
 
-def test_non_empty_out_dir_is_refused_before_any_work(tiny: Encoder, tmp_path: Path) -> None:
+def test_non_empty_out_dir_is_refused_before_any_work(tiny: Encoder, tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     (tmp_path / "notes.txt").write_text("keep me")
     with pytest.raises(UsageError, match="not empty.*--force"):
         export_onnx(tiny, tmp_path)
     assert [p.name for p in tmp_path.iterdir()] == ["notes.txt"]
     with pytest.raises(UsageError, match="opset 11"):
         export_onnx(tiny, tmp_path / "new", opset=11)
+    with pytest.raises(UsageError, match="is a file"):
+        export_onnx(tiny, tmp_path / "notes.txt", force=True)
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(UsageError, match="working, home or a parent folder"):
+        export_onnx(tiny, ".", force=True)
+    assert [p.name for p in tmp_path.iterdir()] == ["notes.txt"]
 
 
 def test_missing_export_packages_name_the_extra(tiny_checkpoint: Path, tmp_path: Path,

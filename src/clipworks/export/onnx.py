@@ -91,9 +91,15 @@ def export_onnx_report(model: str | Path | Encoder, out_dir: str | Path, *, pret
     if not MIN_OPSET <= opset <= MAX_OPSET:
         raise UsageError(f"opset {opset} is not one the exporter writes ({MIN_OPSET}..{MAX_OPSET})")
     out_dir = Path(out_dir)
-    if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())) and not force:
-        what = "a file" if not out_dir.is_dir() else "a folder that is not empty"
-        raise UsageError(f"{out_dir} is {what}; give an empty or new folder, or --force to replace it")
+    if out_dir.exists() and not out_dir.is_dir():
+        raise UsageError(f"{out_dir} is a file; give a folder to write the exported model to")
+    if out_dir.exists() and any(out_dir.iterdir()):
+        if not force:
+            raise UsageError(f"{out_dir} is a folder that is not empty; give an empty or new folder, or --force to "
+                             "replace it")
+        cwd = Path.cwd().resolve()
+        if out_dir.resolve() in (cwd, *cwd.parents, Path.home().resolve()):  # --force replaces the folder whole
+            raise UsageError(f"{out_dir} is the working, home or a parent folder; --force would replace it whole")
     encoder = model if isinstance(model, Encoder) else Encoder.load(str(model), pretrained)
     clip = encoder.model
     if encoder.device.type != "cpu" or encoder.dtype != torch.float32:
