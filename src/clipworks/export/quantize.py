@@ -46,13 +46,15 @@ class Int8Report:
     text_min: float | None
     images: int
     texts: int
+    defaults: tuple[bool, bool] = (False, False)  # (images, texts) were the built-in synthetic/sample ones
 
     def lines(self) -> list[str]:
         out = []
-        for kind, mean, low, n in (("image", self.image_mean, self.image_min, self.images),
-                                   ("text", self.text_mean, self.text_min, self.texts)):
+        for kind, mean, low, n, default in (("image", self.image_mean, self.image_min, self.images, self.defaults[0]),
+                                            ("text", self.text_mean, self.text_min, self.texts, self.defaults[1])):
             if mean is not None:
-                out.append(f"{kind}.int8.onnx: cosine to fp32 mean {mean:.5f}, min {low:.5f} ({n} {kind}s)")
+                what = ("synthetic images" if kind == "image" else "sample captions") if default else f"{kind}s"
+                out.append(f"{kind}.int8.onnx: cosine to fp32 mean {mean:.5f}, min {low:.5f} ({n} {what})")
         return out
 
 
@@ -111,6 +113,7 @@ def int8_parity(directory: str | Path, images: Sequence[Image.Image] | None = No
     directory = Path(directory)
     package = Package.read(directory)
     transform, tokenizer = _inputs_for(directory, package, encoder)
+    defaults = (images is None, texts is None)
     images = list(images) if images is not None else synthetic_images()
     texts = list(texts) if texts is not None else SAMPLE_TEXTS
     stats: dict[str, tuple[float, float] | None] = {}
@@ -134,7 +137,8 @@ def int8_parity(directory: str | Path, images: Sequence[Image.Image] | None = No
         c = np.concatenate(cos)
         stats[kind] = (float(c.mean()), float(c.min()))
     img, txt = stats["image"], stats["text"]
-    return Int8Report(img and img[0], img and img[1], txt and txt[0], txt and txt[1], len(images), len(texts))
+    return Int8Report(img and img[0], img and img[1], txt and txt[0], txt and txt[1], len(images), len(texts),
+                      defaults)
 
 
 def _inputs_for(directory: Path, package: Package, encoder: Any) -> tuple[Any, Any]:
