@@ -42,9 +42,10 @@ HF_TEXT = {  # transformers configs of a 2-layer, 32-wide encoder
                     "num_attention_heads": 4, "intermediate_size": 37, "max_position_embeddings": 40,
                     "pad_token_id": 1, "type_vocab_size": 1},
 }
-ALIGN_VISION = dict(image_size=64, width_coefficient=0.25, depth_coefficient=0.25, hidden_dim=64,
-                    kernel_sizes=[3, 3, 5], in_channels=[32, 16, 24], out_channels=[16, 24, 64], strides=[1, 2, 2],
-                    num_block_repeats=[1, 2, 2], expand_ratios=[1, 6, 6], depthwise_padding=[])
+ALIGN_VISION = {"image_size": 64, "width_coefficient": 0.25, "depth_coefficient": 0.25, "hidden_dim": 64,
+                "kernel_sizes": [3, 3, 5], "in_channels": [32, 16, 24], "out_channels": [16, 24, 64],
+                "strides": [1, 2, 2], "num_block_repeats": [1, 2, 2], "expand_ratios": [1, 6, 6],
+                "depthwise_padding": []}
 
 
 def bert_tokenizer_dir(directory: Path) -> Path:

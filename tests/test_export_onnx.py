@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 import shutil
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -139,13 +140,30 @@ def test_int8_graphs_quantize_the_linear_layers_and_report_their_cosine(exported
     assert again.images == 9 and again.texts == 4 and again.image_mean > 0.99 and again.text_min > 0.98
 
 
-def test_non_empty_out_dir_is_refused_before_any_work(tiny: Encoder, tmp_path: Path) -> None:
+def test_non_empty_out_dir_is_refused_before_any_work(tiny: Encoder, tmp_path: Path,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     (tmp_path / "notes.txt").write_text("keep me")
     with pytest.raises(UsageError, match="not empty.*--force"):
         export_onnx(tiny, tmp_path)
     assert [p.name for p in tmp_path.iterdir()] == ["notes.txt"]
     with pytest.raises(UsageError, match="opset 11"):
         export_onnx(tiny, tmp_path / "new", opset=11)
+    with pytest.raises(UsageError, match="is a file"):
+        export_onnx(tiny, tmp_path / "notes.txt", force=True)
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(UsageError, match="working, home or a parent folder"):
+        export_onnx(tiny, ".", force=True)
+    assert [p.name for p in tmp_path.iterdir()] == ["notes.txt"]
+
+
+def test_missing_export_packages_name_the_extra(tiny_checkpoint: Path, tmp_path: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    from clipworks.cli import app
+
+    monkeypatch.setitem(sys.modules, "onnxscript", None)  # what `import onnxscript` meets when it is not installed
+    result = CliRunner().invoke(app, ["export", "onnx", str(tiny_checkpoint), str(tmp_path / "out")])
+    assert result.exit_code == 1 and "pip install 'clipworks[export]'" in result.output
+    assert not (tmp_path / "out").exists()
 
 
 def test_an_operator_the_exporter_cannot_translate_is_named(tiny: Encoder, tmp_path: Path) -> None:
@@ -160,11 +178,26 @@ def test_an_operator_the_exporter_cannot_translate_is_named(tiny: Encoder, tmp_p
     assert not (tmp_path / "out").exists() and not list(tmp_path.iterdir())  # nothing half-written
 
 
-def test_a_tower_too_large_for_one_onnx_file_is_named(tiny: Encoder, tmp_path: Path,
-                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_tower_too_large_for_one_onnx_file_keeps_its_weights_beside_the_graph(tiny: Encoder, tmp_path: Path,
+                                                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """Above 2 GiB (ViT-H/g/bigG image towers) one protobuf cannot hold the weights: here the limit is lowered so the
+    tiny model takes that path. The weights file is registered, verified and read by onnxruntime beside the graph."""
     monkeypatch.setattr(export_module, "PROTOBUF_LIMIT", 1000)
-    with pytest.raises(ExportError, match=r"image tower \(vit: VisionTransformer\) holds .* GiB.*2 GiB protobuf limit"):
-        export_onnx(tiny, tmp_path / "out")
+    out = tmp_path / "big"
+    result = export_onnx_report(tiny, out)  # the parity check ran on the graphs with external weights
+    assert max(result.max_diff.values()) <= 1e-4
+    package = Package.read(out, verify=True)
+    for kind in ("image", "text"):
+        graph = package.graph(kind)
+        assert graph.data == f"{kind}.onnx.data" and (out / graph.data).stat().st_size > (out / graph.file).stat().st_size
+    data = bytearray((out / "image.onnx.data").read_bytes())
+    data[-5] ^= 0xFF
+    (out / "image.onnx.data").write_bytes(bytes(data))
+    with pytest.raises(PackageError, match=r"image\.onnx\.data: its sha256 does not match"):
+        Package.read(out, verify=True)
+    (out / "image.onnx.data").unlink()
+    with pytest.raises(PackageError, match=r"graphs\.image: its weights file image\.onnx\.data is missing"):
+        Package.read(out, verify=False)
 
 
 # Each family's own tower (the other is the tiny CLIP one, covered above); SigLIP is exported whole below.

@@ -28,15 +28,17 @@ def onnx(
     manifest clipworks-onnx.json with the preprocessing and tokenizer, and check the graphs against PyTorch."""
     with user_errors():
         from ..export import export_onnx_report
+        from ..export.onnx import require_export
         from .common import load_encoder
 
+        require_export()
         encoder = load_encoder(model, pretrained)
         with err.status(f"exporting to {out_dir}"):
             result = export_onnx_report(encoder, out_dir, int8=int8, opset=opset, force=force)
     package = result.package
     typer.echo(f"wrote {result.path} ({package.embed_dim}-d, opset {package.opset}, image size "
                f"{package.preprocess['image_size']}, context length {package.context_length})")
-    for key, graph in package.graphs.items():
+    for graph in package.graphs.values():
         size = (result.path / graph.file).stat().st_size / 2**20
         typer.echo(f"  {graph.file}: {graph.input} -> {graph.output} ({size:.1f} MiB)")
     for kind, diff in result.max_diff.items():

@@ -14,6 +14,10 @@ not follow the input is an export error, not a wrong graph. The price is export 
 tiny model instead of a fraction of one); TorchScript export is also deprecated in torch. After export, the parity
 check runs the graphs at batch 1 and 3 and caption lengths from 1 to the context length against torch.
 
+A tower over 2 GiB (ViT-H/g/bigG, EVA-E image towers) does not fit one protobuf: its weights go to ``{kind}.onnx.data``
+beside the graph, registered and hashed in the manifest (``Graph.data``). Int8 graphs are made from the fp32 ones
+by onnxruntime's dynamic quantization (``quantize.py``).
+
 Written into a temporary folder and moved into place whole (``fileio.atomic_dir``): a failed or interrupted export
 leaves no half folder for the runtime to trip on.
 """
@@ -43,7 +47,7 @@ from ..model.config import TokenizerConfig
 from ..runtime.package import GRAPH_KINDS, Graph, Package, sha256_file
 
 MAX_DIFF = 1e-4  # the parity promise: every exported graph within this of torch, in fp32
-PROTOBUF_LIMIT = 2**31 - 2**26  # one ONNX file is one protobuf (2 GiB), less room for the graph itself
+PROTOBUF_LIMIT = 2**31 - 2**26  # one ONNX file is one protobuf (2 GiB); above this less some room, weights go beside it
 TOKENIZER_DIR = "tokenizer"
 MIN_OPSET, MAX_OPSET = 18, 23  # what torch's dynamo exporter writes (it builds at 18 and converts upward)
 SAMPLE_CAPTIONS = [
@@ -83,14 +87,19 @@ def export_onnx(model: str | Path | Encoder, out_dir: str | Path, *, pretrained:
 def export_onnx_report(model: str | Path | Encoder, out_dir: str | Path, *, pretrained: str | None = None,
                        int8: bool = False, opset: int = 18, force: bool = False, check: bool = True) -> ExportResult:
     """``export_onnx``, returning also the parity figures (what ``clipworks export onnx`` prints)."""
-    for module in ("onnx", "onnxscript", "onnxruntime"):
-        require(module, "export", "exporting to ONNX")
+    require_export()
     if not MIN_OPSET <= opset <= MAX_OPSET:
         raise UsageError(f"opset {opset} is not one the exporter writes ({MIN_OPSET}..{MAX_OPSET})")
     out_dir = Path(out_dir)
-    if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())) and not force:
-        what = "a file" if not out_dir.is_dir() else "a folder that is not empty"
-        raise UsageError(f"{out_dir} is {what}; give an empty or new folder, or --force to replace it")
+    if out_dir.exists() and not out_dir.is_dir():
+        raise UsageError(f"{out_dir} is a file; give a folder to write the exported model to")
+    if out_dir.exists() and any(out_dir.iterdir()):
+        if not force:
+            raise UsageError(f"{out_dir} is a folder that is not empty; give an empty or new folder, or --force to "
+                             "replace it")
+        cwd = Path.cwd().resolve()
+        if out_dir.resolve() in (cwd, *cwd.parents, Path.home().resolve()):  # --force replaces the folder whole
+            raise UsageError(f"{out_dir} is the working, home or a parent folder; --force would replace it whole")
     encoder = model if isinstance(model, Encoder) else Encoder.load(str(model), pretrained)
     clip = encoder.model
     if encoder.device.type != "cpu" or encoder.dtype != torch.float32:
@@ -117,10 +126,17 @@ def export_onnx_report(model: str | Path | Encoder, out_dir: str | Path, *, pret
             quantize_graphs(tmp, package)
         for g in package.graphs.values():
             g.sha256 = sha256_file(tmp / g.file)
+            g.data_sha256 = sha256_file(tmp / g.data) if g.data else None
         package.write(tmp)
         if int8:
             report = int8_parity(tmp, encoder=encoder)
     return ExportResult(out_dir, package, diffs, report)
+
+
+def require_export() -> None:
+    """The ``export`` extra's packages, or an error naming the extra (before a model is loaded for nothing)."""
+    for module in ("onnx", "onnxscript", "onnxruntime"):
+        require(module, "export", "exporting to ONNX")
 
 
 # -- what is exported ----------------------------------------------------------------------------------------------
@@ -129,15 +145,12 @@ EXPORTABLE = {"image": ("vit", "resnet", "timm", "hf"), "text": ("transformer", 
 
 
 def check_exportable(clip: nn.Module) -> None:
-    """Refuse, before any tracing, a tower kind with no export support, or one too large for one ONNX file."""
+    """Refuse, before any tracing, a tower kind with no export support."""
     for kind, cfg, tower in (("image", clip.config.vision_cfg, clip.visual), ("text", clip.config.text_cfg, clip.text)):
         if cfg.kind not in EXPORTABLE[kind]:
             raise ExportError(f"the {kind} tower kind {cfg.kind!r} ({type(tower).__name__}) has no ONNX export "
                               f"support (exportable {kind} towers: {', '.join(EXPORTABLE[kind])})")
-        size = sum(t.numel() * t.element_size() for t in [*tower.parameters(), *tower.buffers()])
-        if size > PROTOBUF_LIMIT:
-            raise ExportError(f"the {_describe(clip, kind)} holds {size / 2**30:.1f} GiB of weights, more than one "
-                              "ONNX file can (2 GiB protobuf limit); towers this large are not exported")
+
 
 
 def _describe(clip: nn.Module, kind: str) -> str:
@@ -173,8 +186,15 @@ def export_graph(encoder: Encoder, kind: str, directory: Path, opset: int = 18) 
         tower, name, example = clip.text, "input_ids", sample_ids(encoder, 2)
         dynamic = {0: batch, 1: torch.export.Dim("length", min=1, max=clip.context_length)}
     path = directory / f"{kind}.onnx"
-    _export(_Graph(tower), example, path, name, dynamic, opset, _describe(clip, kind))
-    return Graph(kind=kind, precision="fp32", file=path.name, sha256="", input=name)
+    external = weight_bytes(tower) > PROTOBUF_LIMIT  # ViT-H/g/bigG, EVA-E image towers: weights beside the graph
+    _export(_Graph(tower), example, path, name, dynamic, opset, _describe(clip, kind), external)
+    data = path.with_name(path.name + ".data")
+    return Graph(kind=kind, precision="fp32", file=path.name, sha256="", input=name,
+                 data=data.name if data.is_file() else None)
+
+
+def weight_bytes(module: nn.Module) -> int:
+    return sum(t.numel() * t.element_size() for t in [*module.parameters(), *module.buffers()])
 
 
 def _inference_form(tower: nn.Module) -> nn.Module:
@@ -209,7 +229,7 @@ def sample_ids(encoder: Encoder, n: int, length: int | None = None) -> torch.Ten
 
 
 def _export(module: nn.Module, example: torch.Tensor, path: Path, name: str, dynamic: dict[int, Any], opset: int,
-            part: str) -> None:
+            part: str, external: bool = False) -> None:
     module.eval()
     chatter = io.StringIO()  # the exporter reports its steps on stdout and its optimizer on the root logger
     root = logging.getLogger()
@@ -219,7 +239,7 @@ def _export(module: nn.Module, example: torch.Tensor, path: Path, name: str, dyn
         with warnings.catch_warnings(), contextlib.redirect_stdout(chatter), torch.no_grad():
             warnings.simplefilter("ignore")
             torch.onnx.export(module, (example,), str(path), input_names=[name], output_names=["embeddings"],
-                              dynamic_shapes=({**dynamic},), opset_version=opset, dynamo=True, external_data=False,
+                              dynamic_shapes=({**dynamic},), opset_version=opset, dynamo=True, external_data=external,
                               verbose=False)
     except Exception as e:  # the exporter raises many types; each becomes one naming the part and the operator
         raise ExportError(_export_failure(part, e, opset)) from e

@@ -46,13 +46,15 @@ class Int8Report:
     text_min: float | None
     images: int
     texts: int
+    defaults: tuple[bool, bool] = (False, False)  # (images, texts) were the built-in synthetic/sample ones
 
     def lines(self) -> list[str]:
         out = []
-        for kind, mean, low, n in (("image", self.image_mean, self.image_min, self.images),
-                                   ("text", self.text_mean, self.text_min, self.texts)):
+        for kind, mean, low, n, default in (("image", self.image_mean, self.image_min, self.images, self.defaults[0]),
+                                            ("text", self.text_mean, self.text_min, self.texts, self.defaults[1])):
             if mean is not None:
-                out.append(f"{kind}.int8.onnx: cosine to fp32 mean {mean:.5f}, min {low:.5f} ({n} {kind}s)")
+                what = ("synthetic images" if kind == "image" else "sample captions") if default else f"{kind}s"
+                out.append(f"{kind}.int8.onnx: cosine to fp32 mean {mean:.5f}, min {low:.5f} ({n} {what})")
         return out
 
 
@@ -75,9 +77,11 @@ def _quantize(directory: Path, package: Package, kind: str, quantize_dynamic: An
     fp32 = package.graph(kind)
     out = directory / f"{kind}.int8.onnx"
     quantize_dynamic(directory / fp32.file, out, op_types_to_quantize=OP_TYPES, per_channel=True,
-                     weight_type=QuantType.QInt8, extra_options={"MatMulConstBOnly": True})
+                     weight_type=QuantType.QInt8, extra_options={"MatMulConstBOnly": True},
+                     use_external_data_format=fp32.data is not None)
+    data = out.with_name(out.name + ".data")
     package.graphs[f"{kind}.int8"] = Graph(kind=kind, precision="int8", file=out.name, sha256=sha256_file(out),
-                                           input=fp32.input)
+                                           input=fp32.input, data=data.name if data.is_file() else None)
 
 
 def synthetic_images(n: int = 16, size: int = 256, seed: int = 0) -> list[Image.Image]:
@@ -109,6 +113,7 @@ def int8_parity(directory: str | Path, images: Sequence[Image.Image] | None = No
     directory = Path(directory)
     package = Package.read(directory)
     transform, tokenizer = _inputs_for(directory, package, encoder)
+    defaults = (images is None, texts is None)
     images = list(images) if images is not None else synthetic_images()
     texts = list(texts) if texts is not None else SAMPLE_TEXTS
     stats: dict[str, tuple[float, float] | None] = {}
@@ -132,7 +137,8 @@ def int8_parity(directory: str | Path, images: Sequence[Image.Image] | None = No
         c = np.concatenate(cos)
         stats[kind] = (float(c.mean()), float(c.min()))
     img, txt = stats["image"], stats["text"]
-    return Int8Report(img and img[0], img and img[1], txt and txt[0], txt and txt[1], len(images), len(texts))
+    return Int8Report(img and img[0], img and img[1], txt and txt[0], txt and txt[1], len(images), len(texts),
+                      defaults)
 
 
 def _inputs_for(directory: Path, package: Package, encoder: Any) -> tuple[Any, Any]:

@@ -14,6 +14,8 @@ Layout::
       image.int8.onnx       (optional) the same graphs, weights dynamically quantized to int8
       text.int8.onnx
       tokenizer/            (hf tokenizers only) the tokenizer files the model ships
+      image.onnx.data       (only for a tower over 2 GiB, which one protobuf cannot hold) the graph's weights, which
+                            onnxruntime reads from beside the graph file (``Graph.data``)
 """
 
 from __future__ import annotations
@@ -40,7 +42,9 @@ class PackageError(ClipworksError, ValueError):
 
 @dataclass
 class Graph:
-    """One ONNX file: its tower (``image``/``text``), precision, file name, sha256 and tensor names."""
+    """One ONNX file: its tower (``image``/``text``), precision, file name, sha256 and tensor names; ``data`` and
+    ``data_sha256`` name the external weights file of a graph too large for one file (None otherwise; a session must
+    then be opened from the graph's path, not its bytes)."""
 
     kind: str
     precision: str
@@ -48,6 +52,8 @@ class Graph:
     sha256: str
     input: str
     output: str = "embeddings"
+    data: str | None = None
+    data_sha256: str | None = None
 
     @property
     def key(self) -> str:
@@ -137,6 +143,13 @@ class Package:
             if verify and sha256_file(file) != g.sha256:
                 raise PackageError(f"{file}: its sha256 does not match the manifest (altered or truncated); "
                                    "export the model again")
+            if g.data is not None:
+                data = directory / g.data
+                if Path(g.data).name != g.data or not data.is_file():
+                    raise PackageError(f"{path}: graphs.{key}: its weights file {g.data} is missing from the folder")
+                if verify and sha256_file(data) != g.data_sha256:
+                    raise PackageError(f"{data}: its sha256 does not match the manifest (altered or truncated); "
+                                       "export the model again")
         return package
 
 
