@@ -190,11 +190,17 @@ def test_a_tower_too_large_for_one_onnx_file_keeps_its_weights_beside_the_graph(
     for kind in ("image", "text"):
         graph = package.graph(kind)
         assert graph.data == f"{kind}.onnx.data" and (out / graph.data).stat().st_size > (out / graph.file).stat().st_size
+    from clipworks.runtime import OnnxEncoder
+
+    np.testing.assert_allclose(OnnxEncoder.load(out).encode_text(["a tiny cat"]), tiny.encode_text(["a tiny cat"]),
+                               atol=1e-4)
     data = bytearray((out / "image.onnx.data").read_bytes())
     data[-5] ^= 0xFF
     (out / "image.onnx.data").write_bytes(bytes(data))
     with pytest.raises(PackageError, match=r"image\.onnx\.data: its sha256 does not match"):
         Package.read(out, verify=True)
+    with pytest.raises(PackageError, match=r"image\.onnx\.data: its sha256 does not match"):
+        OnnxEncoder.load(out)  # the runtime hashes the weights file of the graphs it runs too
     (out / "image.onnx.data").unlink()
     with pytest.raises(PackageError, match=r"graphs\.image: its weights file image\.onnx\.data is missing"):
         Package.read(out, verify=False)

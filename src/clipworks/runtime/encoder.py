@@ -88,9 +88,13 @@ class OnnxEncoder:
         sessions = {}
         for kind in ("image", "text"):
             graph = package.graph(kind, precision)
-            if sha256_file(folder / graph.file) != graph.sha256:
-                raise PackageError(f"{folder / graph.file}: its sha256 does not match the manifest (altered or "
-                                   "truncated); export the model again")
+            files = [(graph.file, graph.sha256)] + ([(graph.data, graph.data_sha256)] if graph.data else [])
+            for name, digest in files:
+                if not (folder / name).is_file():
+                    raise PackageError(f"{folder / name}: missing from the exported folder; export the model again")
+                if sha256_file(folder / name) != digest:
+                    raise PackageError(f"{folder / name}: its sha256 does not match the manifest (altered or "
+                                       "truncated); export the model again")
             sessions[kind] = _session(ort, folder / graph.file, options, providers)
             _check_graph(sessions[kind], graph, package, preprocess, folder / graph.file)
         tokenizer = _tokenizer(folder, package, manifest)
