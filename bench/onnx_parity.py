@@ -23,6 +23,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from rows import row  # noqa: E402
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 
 
@@ -106,6 +109,11 @@ def zeroshot(checkpoint: Path, root: Path, batch: int) -> dict[str, float]:
         print(f"  int8 {line}")
     for k, a in acc.items():
         print(f"  zero-shot top-1 {k:10s} {100 * a:.2f}%  ({len(templates)} templates)")
+    row("Demo model int8 image embeddings: cosine to fp32, mean", "cosine", report.image_mean,
+        note=f"min {report.image_min:.4f} over the {len(images)} parity images")
+    for k in ("onnx fp32", "onnx int8"):
+        row(f"Demo model zero-shot top-1 on Fashion-MNIST, {k.replace('onnx', 'ONNX')}", "%", 100 * acc[k],
+            100 * acc["torch fp32"], peer_name="clipworks torch fp32", note="ratio 1.00 = no change")
     return acc
 
 
@@ -124,6 +132,8 @@ def main() -> None:
         rows = family_rows(args.families, args.configs, root)
         worst = max(max(d.values()) for _, d, _ in rows)
         acc = zeroshot(model_dir(args.checkpoint), root, args.batch) if args.checkpoint else None
+    row(f"ONNX fp32 vs torch, {len(rows)} exported families: worst max |diff|", "abs diff", worst,
+        note="limit 1e-4")
     line = f"fp32: {len(rows)} families, worst max |diff| {worst:.1e} ({'within' if worst <= 1e-4 else 'ABOVE'} 1e-4)"
     if acc:
         drop = 100 * (acc["torch fp32"] - acc["onnx int8"])

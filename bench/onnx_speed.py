@@ -27,6 +27,8 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from rows import row  # noqa: E402
 
 
 def vit_flops(cfg, tokens: int | None = None, text: bool = False) -> float:
@@ -207,6 +209,18 @@ def main() -> None:
     for k in text_runs:
         c = tceiling["int8" if "int8" in k else "fp32"]
         print(f"  {k:22s} {trate[k]:7.0f} texts/s ({100 * trate[k] / c:4.0f}% of its ceiling)")
+    name = args.model.replace("ViT-B-32", "ViT-B/32")
+    for k in ("onnx fp32", "onnx int8"):
+        c = ceiling["int8" if "int8" in k else "fp32"]
+        row(f"{name} image tower, batch {args.batch}, {k.replace('onnx', 'ONNX')}, {args.threads} threads", "images/s",
+            rate[k], rate["open_clip fp32"], ceiling=rate[k] / c, note="peer: open_clip fp32")
+    for k in ("onnx fp32", "onnx int8"):
+        row(f"{name} image tower, batch-1 latency, {k.replace('onnx', 'ONNX')}, {args.threads} threads", "ms",
+            latency[k], latency["open_clip fp32"], higher_is_better=False, note="peer: open_clip fp32")
+    for k in ("onnx fp32", "onnx int8"):
+        c = tceiling["int8" if "int8" in k else "fp32"]
+        row(f"{name} text tower, real captions, batch {args.text_batch}, {k.replace('onnx', 'ONNX')}", "texts/s",
+            trate[k], trate["open_clip fp32"], ceiling=trate[k] / c, note="tokenizer included; peer: open_clip fp32")
     best_latency = min(latency["onnx fp32"], latency["onnx int8"], latency["clipworks torch fp32"])
     print(f"ratios vs open_clip fp32: onnx int8 images/s {rate['onnx int8'] / rate['open_clip fp32']:.2f}x "
           f"(target >= 1.8x), onnx fp32 {rate['onnx fp32'] / rate['open_clip fp32']:.2f}x; batch-1 latency "

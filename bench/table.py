@@ -5,6 +5,7 @@ peer side by side in one process and prints ``ROW`` lines through ``bench/rows.p
     python bench/table.py --only vit,onnx       # scripts whose name contains one of these
     python bench/table.py --write README.md     # replace the table between the README's bench-table markers
     python bench/table.py --rows rows.jsonl     # also keep the raw rows
+    python bench/table.py --checkpoint runs/demo   # with the demo model's int8 zero-shot rows
 
 A script that fails is reported with its exit code and the table is still written from the others; the exit
 code is then 1. Each row names the machine it was taken on.
@@ -30,6 +31,7 @@ RUNS: list[tuple[str, list[str]]] = [
     ("vit_speed.py", ["--model", "ViT-B-16-SigLIP"]),
     ("text_speed.py", ["--model", "ViT-B-32"]),
     ("onnx_speed.py", []),
+    ("onnx_parity.py", ["--configs", "ViT-B-32", "ViT-B-16-SigLIP"]),
     ("preprocess_speed.py", []),
     ("tokenizer.py", []),
     ("trainer_speed.py", []),
@@ -90,12 +92,15 @@ def main() -> None:
     ap.add_argument("--only", default="", help="comma-separated parts of script names to run")
     ap.add_argument("--write", type=Path, help="a markdown file with bench-table markers to update")
     ap.add_argument("--rows", type=Path, help="append the raw rows (JSON lines) here")
+    ap.add_argument("--checkpoint", type=Path, help="a `clipworks demo` output: adds the int8 zero-shot rows")
     args = ap.parse_args()
     wanted = [w for w in args.only.split(",") if w]
     rows, failed = [], []
     for script, extra in RUNS:
         if wanted and not any(w in script for w in wanted):
             continue
+        if script == "onnx_parity.py" and args.checkpoint:
+            extra = [*extra, "--checkpoint", str(args.checkpoint)]
         code, got = run(script, extra)
         rows += got
         if code != 0:
