@@ -512,6 +512,11 @@ def test_the_runtime_runs_without_torch(folder, tiny_encoder, image_dir, tmp_pat
     (image_dir / "sub" / "copy.png").write_bytes((image_dir / "sub" / "rocket.png").read_bytes())
     r = run(*cli, "index", "add", "cli-idx", *onnx)
     assert "5 items" in r.stdout
+    r = run(*cli, "demo", "--out", "demo-run", ok=False)  # a command of the torch extra: one line naming the extra
+    assert r.returncode == 1 and "Traceback" not in r.stderr, r.stderr
+    assert "needs torch" in r.stderr and "pip install 'clipworks[torch]'" in r.stderr
+    r = run("-c", "import clipworks; clipworks.create_model('ViT-B-32')", ok=False)
+    assert "MissingDependencyError: clipworks.create_model needs torch" in r.stderr
 
 
 def index_search(index: Index, query: str):

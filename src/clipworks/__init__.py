@@ -82,9 +82,6 @@ __all__ = [
 ]
 
 
-_TORCH_STACK = ("torch", "torchvision", "huggingface_hub", "matplotlib", "tensorboard")
-
-
 def __getattr__(name: str) -> Any:
     module = _LAZY.get(name)
     if module is None:
@@ -92,13 +89,12 @@ def __getattr__(name: str) -> Any:
     try:
         value = getattr(importlib.import_module(module, __name__), name)
     except ModuleNotFoundError as e:
-        if (e.name or "").split(".")[0] not in _TORCH_STACK:
-            raise
-        from .errors import MissingDependencyError
+        from .errors import torch_extra_missing
 
-        raise MissingDependencyError(
-            f"clipworks.{name} needs {e.name.split('.')[0]}, which is not installed: pip install 'clipworks[torch]' "
-            "(or, without torch, load an exported folder: clipworks.load_encoder(FOLDER, backend='onnx'))") from e
+        missing = torch_extra_missing(e, f"clipworks.{name}")
+        if missing is None:
+            raise
+        raise missing from e
     globals()[name] = value  # later look-ups skip this function
     return value
 

@@ -62,3 +62,17 @@ def require(module: str, extra: str, what: str):
         raise MissingDependencyError(
             f"{what} needs the '{module}' package, which is not installed: pip install 'clipworks[{extra}]'"
         ) from e
+
+
+TORCH_EXTRA_MODULES = ("torch", "torchvision", "huggingface_hub", "matplotlib", "tensorboard")
+
+
+def torch_extra_missing(error: ModuleNotFoundError, what: str) -> MissingDependencyError | None:
+    """The user error for ``what`` when ``error`` is a module of the ``torch`` extra missing (a torch-free install:
+    the core plus ``runtime``); None when another module is missing (a bug, which keeps its traceback)."""
+    top = (error.name or "").split(".")[0]
+    if top not in TORCH_EXTRA_MODULES:
+        return None
+    return MissingDependencyError(f"{what} needs {top}, which is not installed: pip install 'clipworks[torch]' (without "
+                                  "torch, an exported folder runs with --backend onnx / load_encoder(FOLDER, "
+                                  "backend='onnx'))")

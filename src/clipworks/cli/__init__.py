@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import rich.markup
 import typer
 
 from . import classify, data, embed, eval, export, index, interpolate, models, plot, score, search, serve, train
@@ -29,4 +30,14 @@ app.add_typer(export.app, name="export")
 
 
 def main() -> None:
-    app()
+    try:
+        app(standalone_mode=True)
+    except ModuleNotFoundError as e:  # a command of the torch extra on a torch-free install: a user error, one line
+        from ..errors import torch_extra_missing
+        from .common import err
+
+        missing = torch_extra_missing(e, "this command")
+        if missing is None:
+            raise
+        err.print(f"[red]error:[/red] {rich.markup.escape(str(missing))}", highlight=False, soft_wrap=True)
+        raise SystemExit(1) from None
