@@ -194,11 +194,12 @@ class Encoder:
         return feats.float().cpu().numpy()
 
     def encode_files(self, paths: Sequence[Path], strict: bool = False, workers: int = 2,
-                     progress: Progress | None = None, batch_size: int | None = None) -> ImageEmbeddings:
+                     progress: Progress | None = None, batch_size: int | None = None,
+                     processes: bool = False) -> ImageEmbeddings:
         """Embeddings of image files; unreadable ones are skipped and listed in ``failures`` (``strict`` raises).
-        ``batch_size`` overrides the encoder's for this call."""
+        ``batch_size`` overrides the encoder's for this call; ``processes`` decodes in worker processes."""
         return embed_images(self.model, self.preprocess, [Path(p) for p in paths], batch_size or self.batch_size,
-                            True, strict, workers, progress)
+                            True, strict, workers, progress, processes)
 
     def logits(self, image_features: np.ndarray, text_features: np.ndarray) -> np.ndarray:
         """``[images, texts]`` logits of normalised features with the model's own scale (and bias)."""
