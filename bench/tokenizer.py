@@ -25,7 +25,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve()
 sys.path.insert(0, str(HERE.parents[1] / "tests"))
-from caption_corpus import corpus  # noqa: E402
+from caption_corpus import corpus
 
 
 def child(side: str, n: int, tricky: float) -> None:
@@ -77,8 +77,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as empty:  # the very first start: no compact vocabulary cached yet
         first_ever = cold("clipworks", args, env={**os.environ, "CLIPWORKS_CACHE": empty})
     for _ in range(args.cold_runs):
-        for side in runs:
-            runs[side].append(cold(side, args))
+        for side, results in runs.items():
+            results.append(cold(side, args))
     shas = {r["sha"] for rs in runs.values() for r in rs} | {first_ever["sha"]}
 
     from open_clip.tokenizer import SimpleTokenizer

@@ -123,7 +123,7 @@ def test_cpu_batches_are_not_pinned(tiny_encoder, jpegs, monkeypatch):
 def test_cuda_batches_are_pinned_and_copied_without_blocking(tiny_encoder, jpegs, monkeypatch):
     """The CUDA branch, on a CPU machine: the device is reported as CUDA, and the copy is checked to come from
     pinned memory with ``non_blocking``."""
-    import clipworks.embed as embed
+    from clipworks import embed
 
     seen = {}
 

@@ -15,6 +15,7 @@ from caption_corpus import TRICKY, corpus
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from clipworks.errors import InputTypeError
 from clipworks.text import bpe_cache, clip_bpe
 from clipworks.text.clip_bpe import ClipTokenizer, MergeRank, bpe_pieces, rust_bpe
 
@@ -207,7 +208,7 @@ def test_gc_state_restored(ref):
         assert not gc.isenabled()
     finally:
         gc.enable()
-    with pytest.raises(Exception):
+    with pytest.raises(InputTypeError):
         tok(["fine", 3])  # type: ignore[list-item]
     assert gc.isenabled()
 

@@ -49,7 +49,7 @@ def _crop_work(transform: ImageTransform, p: Path) -> np.ndarray | str:
         return np.asarray(transform.crop(_load(transform, p)), dtype=np.uint8)
     except ImageError as e:
         return str(e)
-    except Exception as e:
+    except Exception as e:  # noqa: BLE001  # as _work: one hostile file must not end a long run
         return f"{p} failed to decode: {type(e).__name__}: {e}"
 
 
@@ -65,11 +65,11 @@ def _decoded(paths: Sequence[Path], transform: Callable, workers: int,
         ctx = multiprocessing.get_context("spawn")  # no fork of a process holding torch's thread pools
         pool: Executor = ProcessPoolExecutor(max(1, workers), mp_context=ctx)
         submit = functools.partial(pool.submit, _crop_work, transform)
-        finish = (lambda r: r if isinstance(r, str) else transform.normalize(r))  # noqa: E731
+        finish = (lambda r: r if isinstance(r, str) else transform.normalize(r))
     else:
         pool = ThreadPoolExecutor(max(1, workers))
         submit = functools.partial(pool.submit, _work, transform)
-        finish = (lambda r: r)  # noqa: E731
+        finish = (lambda r: r)
     with pool:
         pending: deque[tuple[Path, Future]] = deque()
         for p in paths:

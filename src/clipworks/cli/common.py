@@ -41,6 +41,8 @@ DeviceArg = Annotated[str, typer.Option("--device", help="cpu, cuda, cuda:1, mps
 BatchArg = Annotated[int, typer.Option("--batch-size", min=1, help="Images per model call.")]
 JsonArg = Annotated[bool, typer.Option("--json", help="Print JSON.")]
 CsvArg = Annotated[bool, typer.Option("--csv", help="Print CSV.")]
+ThreadsArg = Annotated[int | None, typer.Option("--threads", min=1, help="CPU threads for the model (default: "
+                                                "torch's, one per core).")]
 
 
 def load_encoder(model: str, pretrained: str | None, device: str = "cpu", batch_size: int = 64) -> Encoder:

@@ -8,12 +8,13 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+from ..cpu import set_threads
 from ..embed import embed_images, embed_texts
 from ..errors import MissingFileError, UsageError
 from ..factory import create_model_and_transforms, get_tokenizer
 from ..fileio import atomic_file
 from ..image.decode import ImageError, expand_image_paths
-from .common import err, user_errors
+from .common import ThreadsArg, err, user_errors
 
 out = Console()
 
@@ -38,12 +39,14 @@ def embed(
     out_path: Annotated[Path, typer.Option("--out", help="Output .npy file (float32, one row per input).")] = Path("embeddings.npy"),
     batch_size: Annotated[int, typer.Option(min=1)] = 64,
     device: Annotated[str, typer.Option()] = "cpu",
+    threads: ThreadsArg = None,
     normalize: Annotated[bool, typer.Option(help="L2-normalise the embeddings.")] = True,
     strict: Annotated[bool, typer.Option(help="Stop at the first unreadable image instead of skipping it.")] = False,
     workers: Annotated[int, typer.Option(min=1, help="Image decoding threads.")] = 2,
 ) -> None:
     """Embed images (or captions with --text) into a .npy; row order is written to OUT.paths.txt."""
     with user_errors():
+        set_threads(threads)
         if not inputs and text is None:
             raise UsageError("give image files/directories, or --text FILE")
         if inputs and text is not None:

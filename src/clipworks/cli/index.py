@@ -11,6 +11,7 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+from ..cpu import set_threads
 from ..errors import UsageError
 from ..search import AddReport, Index
 from . import search as search_cli
@@ -19,6 +20,7 @@ from .common import (
     DeviceArg,
     ModelArg,
     PretrainedArg,
+    ThreadsArg,
     emit_json,
     err,
     load_encoder,
@@ -79,10 +81,12 @@ def build(
                                                      "train_min.")] = None,
     batch_size: BatchArg = 64,
     device: DeviceArg = "cpu",
+    threads: ThreadsArg = None,
     workers: WorkersArg = 2,
 ) -> None:
     """Create an index of DIRECTORY with a model, and embed every image under it."""
     with user_errors():
+        set_threads(threads)
         options = _options(option)
         encoder = load_encoder(model, pretrained, device, batch_size)
         with Index.create(index, directory, encoder, kind, **options) as idx:
@@ -98,9 +102,11 @@ def add(
                                                       "excluded (give the pattern it was given).")] = None,
     batch_size: BatchArg = 64,
     device: DeviceArg = "cpu",
+    threads: ThreadsArg = None,
     workers: WorkersArg = 2,
 ) -> None:
     """Bring the index up to date: embed new and changed images, follow moved ones, drop gone ones."""
+    set_threads(threads)
     with user_errors(), Index.open(index, writable=True, device=device, batch_size=batch_size) as idx:
         for pattern in include or []:
             if not idx.include(pattern):

@@ -10,10 +10,11 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from ..cpu import set_threads
 from ..encoder import ModelRef
 from ..errors import UsageError
 from ..progress import progress_bar
-from .common import DeviceArg, err, user_errors
+from .common import DeviceArg, ThreadsArg, err, user_errors
 
 out = Console(soft_wrap=True)
 
@@ -60,6 +61,7 @@ def search(
     model: Annotated[str | None, typer.Option("--model", "-m", help="Optional: must be the index's model.")] = None,
     pretrained: Annotated[str | None, typer.Option("--pretrained", help="Optional, with --model.")] = None,
     device: DeviceArg = "cpu",
+    threads: ThreadsArg = None,
 ) -> None:
     """Search an index by text, image, or a weighted combination; the index knows its model."""
     from ..search import render
@@ -68,6 +70,7 @@ def search(
     from ..search.retrieve import search as run_search
 
     with user_errors():
+        set_threads(threads)
         if sum([paths, as_json, html is not None]) > 1:
             raise UsageError("choose one output: --paths, --json or --html")
         if query is None and not image:

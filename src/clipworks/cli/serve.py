@@ -8,9 +8,10 @@ from typing import Annotated
 
 import typer
 
+from ..cpu import set_threads
 from ..encoder import ModelRef
 from ..errors import UsageError, require
-from .common import DeviceArg, err, load_encoder, user_errors
+from .common import DeviceArg, ThreadsArg, err, load_encoder, user_errors
 
 LOOPBACK = ("localhost",)
 
@@ -43,10 +44,12 @@ def serve(
     cors_origin: Annotated[list[str] | None, typer.Option("--cors-origin", help="Allow browser pages from this "
                                                           "origin (repeatable); CORS is off without it.")] = None,
     device: DeviceArg = "cpu",
+    threads: ThreadsArg = None,
     log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "info",
 ) -> None:
     """Serve search, zero-shot classification and embeddings over HTTP (API docs at /docs, a search page at /)."""
     with user_errors():
+        set_threads(threads)
         require("uvicorn", "serve", "clipworks serve")
         from ..search.index import Index
         from ..serve import ServeSettings, create_app

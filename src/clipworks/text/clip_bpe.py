@@ -23,7 +23,7 @@ import gc
 import re
 import threading
 from collections.abc import Sequence
-from itertools import chain
+from itertools import chain, pairwise
 
 import numpy as np
 import regex
@@ -31,9 +31,9 @@ import torch
 from tokenizers import Tokenizer, models, pre_tokenizers
 
 from ..errors import InputTypeError
-from .clean import PLAIN_ASCII as _PLAIN_ASCII
-from .chunk_table import ChunkTable
 from .bpe_cache import EOT, SOT, bytes_to_unicode, vocab_and_merges
+from .chunk_table import ChunkTable
+from .clean import PLAIN_ASCII as _PLAIN_ASCII
 from .clean import clean_lower
 from .inputs import check_length, check_texts
 
@@ -100,7 +100,7 @@ def bpe_pieces(word: str, rank: MergeRank) -> list[str]:
     chars[-1] += "</w>"
     parts = chars
     while len(parts) > 1:
-        best = min(zip(parts, parts[1:]), key=rank)
+        best = min(pairwise(parts), key=rank)
         if rank(best) == _NO_RANK:
             break
         first, second = best
