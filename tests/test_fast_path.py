@@ -133,3 +133,25 @@ def test_grouped_text_rows_equal_one_at_a_time(tiny_encoder):
     torch.testing.assert_close(grouped, alone, atol=1e-5, rtol=0)
     torch.testing.assert_close(grouped, full, atol=1e-5, rtol=0)
     assert tower.lengths(tokens).tolist() == [len(t.split()) + 2 for t in texts]
+
+
+def test_resnet_convolutions_run_channels_last():
+    import clipworks
+    from clipworks.factory import model_config
+
+    torch.manual_seed(0)
+    model = clipworks.Clip(model_config("tiny-rn")).eval()
+    seen = []
+    model.visual.conv1.register_forward_pre_hook(
+        lambda m, args: seen.append(args[0].is_contiguous(memory_format=torch.channels_last)))
+    x = torch.randn(2, 3, model.image_size, model.image_size)
+    with torch.inference_mode():
+        out = model.encode_image(x)
+        # the same numbers as a plain NCHW pass through the same layers, up to float reordering
+        v = model.visual
+        y = torch.relu(v.bn1(v.conv1(x.contiguous())))
+        y = torch.relu(v.bn2(v.conv2(y)))
+        y = v.avgpool(torch.relu(v.bn3(v.conv3(y))))
+        ref = v.attnpool(v.layer4(v.layer3(v.layer2(v.layer1(y)))))
+    assert seen[0] is True
+    torch.testing.assert_close(out, ref, atol=1e-5, rtol=1e-5)

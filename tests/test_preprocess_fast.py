@@ -151,3 +151,20 @@ def test_cuda_batches_are_pinned_and_copied_without_blocking(tiny_encoder, jpegs
     monkeypatch.setattr(type(model), "parameters", lambda self: iter([FakeParam()]))
     embed_images(model, tiny_encoder.preprocess, jpegs[:2], 2, workers=1)
     assert seen == {"pinned": True, "non_blocking": True}
+
+
+def test_embed_command_fast_decode_and_processes(tiny_checkpoint, jpegs, tmp_path):
+    from typer.testing import CliRunner
+
+    from clipworks.cli import app
+
+    files = [str(p) for p in jpegs[:3]]
+    outs = {}
+    for name, flags in {"exact": [], "fast": ["--fast-decode"], "procs": ["--processes"]}.items():
+        r = CliRunner().invoke(app, ["embed", *files, "--model", str(tiny_checkpoint), "--out",
+                                     str(tmp_path / f"{name}.npy"), "--workers", "1", *flags])
+        assert r.exit_code == 0, r.output
+        outs[name] = np.load(tmp_path / f"{name}.npy")
+    np.testing.assert_array_equal(outs["procs"], outs["exact"])
+    assert not np.array_equal(outs["fast"], outs["exact"])  # the big JPEG was draft-decoded
+    assert (outs["fast"] * outs["exact"]).sum(1).min() > 0.99

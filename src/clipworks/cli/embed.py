@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Annotated
 
@@ -43,6 +44,11 @@ def embed(
     normalize: Annotated[bool, typer.Option(help="L2-normalise the embeddings.")] = True,
     strict: Annotated[bool, typer.Option(help="Stop at the first unreadable image instead of skipping it.")] = False,
     workers: Annotated[int, typer.Option(min=1, help="Image decoding threads.")] = 2,
+    processes: Annotated[bool, typer.Option("--processes", help="Decode in worker processes instead of threads "
+                                            "(for many small images on many cores).")] = False,
+    fast_decode: Annotated[bool, typer.Option("--fast-decode", help="Approximate, faster preprocessing: JPEG draft "
+                                              "decoding and a reducing resize. Not open_clip's exact pixels (see "
+                                              "bench/preprocess_speed.py for the difference).")] = False,
 ) -> None:
     """Embed images (or captions with --text) into a .npy; row order is written to OUT.paths.txt."""
     with user_errors():
@@ -69,8 +75,9 @@ def embed(
             raise ImageError(f"no image files found in {', '.join(inputs or [])}")
         with _progress() as bar:
             task = bar.add_task("images", total=len(paths))
-            result = embed_images(clip, preprocess, paths, batch_size, normalize, strict, workers,
-                                  progress=lambda n: bar.advance(task, n))
+            transform = dataclasses.replace(preprocess, fast=True) if fast_decode else preprocess
+            result = embed_images(clip, transform, paths, batch_size, normalize, strict, workers,
+                                  progress=lambda n: bar.advance(task, n), processes=processes)
         _save(out_path, result.features)
         with atomic_file(listing) as tmp:
             tmp.write_text("".join(f"{p}\n" for p in result.paths), encoding="utf-8")
