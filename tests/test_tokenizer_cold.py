@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import marshal
 import os
 import subprocess
 import sys
@@ -36,9 +38,9 @@ def asset() -> bytes:
 @pytest.fixture
 def cache_dir(tmp_path, monkeypatch):
     monkeypatch.setenv("CLIPWORKS_CACHE", str(tmp_path))
-    bpe_cache.vocab_and_merges.cache_clear()
+    bpe_cache.clear()
     yield tmp_path
-    bpe_cache.vocab_and_merges.cache_clear()
+    bpe_cache.clear()
 
 
 def test_tables_equal_open_clips(ref, asset):
@@ -52,8 +54,11 @@ def test_cache_written_then_read(cache_dir, asset):
     first = bpe_cache.vocab_and_merges()
     files = list(cache_dir.iterdir())
     assert [f.name for f in files] == [bpe_cache.cache_path(asset).name]  # no temp file left behind
-    assert bpe_cache.read_cached(files[0]) == first == bpe_cache.parse(asset)
-    bpe_cache.vocab_and_merges.cache_clear()
+    assert first == bpe_cache.parse(asset)
+    vocab, firsts, blob = bpe_cache.read_cached(files[0])
+    assert (vocab, firsts, marshal.loads(blob)) == (first[0], bpe_cache.first_lengths(first[1]), first[1])
+    bpe_cache.clear()
+    assert bpe_cache.tables() == (first[0], bpe_cache.first_lengths(first[1]))
     assert bpe_cache.vocab_and_merges() == first
 
 
@@ -76,10 +81,10 @@ def test_damaged_cache_is_ignored_and_rewritten(cache_dir, asset, ref, damage):
         blob = bytearray(b"not-clipworks\n") + blob[len(bpe_cache._MAGIC):]
     path.write_bytes(bytes(blob))
     assert bpe_cache.read_cached(path) is None
-    bpe_cache.vocab_and_merges.cache_clear()
+    bpe_cache.clear()
     vocab, merges = bpe_cache.vocab_and_merges()
     assert vocab == ref.encoder
-    assert bpe_cache.read_cached(path) == (vocab, merges)  # rewritten whole
+    assert bpe_cache.read_cached(path)[:2] == (vocab, bpe_cache.first_lengths(merges))  # rewritten whole
 
 
 def test_wrong_tables_under_a_valid_digest_are_refused(cache_dir, asset):
@@ -92,6 +97,19 @@ def test_wrong_tables_under_a_valid_digest_are_refused(cache_dir, asset):
     assert bpe_cache.read_cached(path) is None
 
 
+def test_packed_merges_that_do_not_decode_are_parsed_again(cache_dir, asset, ref):
+    """A file whose digest is right but whose packed merge list is not (written by a buggy version): the vocabulary
+    part is used, and the merges come from the package asset, never from the bad blob."""
+    vocab, merges = bpe_cache.parse(asset)
+    for blob in (b"garbage", marshal.dumps(merges[::-1]), marshal.dumps(merges[:-1])):
+        payload = marshal.dumps((vocab, bpe_cache.first_lengths(merges), blob))
+        path = bpe_cache.cache_path(asset)
+        path.write_bytes(bpe_cache._MAGIC + hashlib.sha256(payload).digest() + payload)
+        bpe_cache.clear()
+        assert bpe_cache.vocab_and_merges() == (vocab, merges)
+        assert {m: i for i, m in enumerate(bpe_cache.vocab_and_merges()[1])} == ref.bpe_ranks
+
+
 def test_cache_name_changes_with_the_asset(asset):
     assert bpe_cache.cache_path(asset) != bpe_cache.cache_path(asset + b"\0")
 
@@ -100,12 +118,12 @@ def test_unwritable_cache_dir_still_tokenizes(tmp_path, monkeypatch, ref):
     blocker = tmp_path / "file"
     blocker.write_text("x")
     monkeypatch.setenv("CLIPWORKS_CACHE", str(blocker / "sub"))  # mkdir under a file fails
-    bpe_cache.vocab_and_merges.cache_clear()
+    bpe_cache.clear()
     try:
         texts = corpus(200, 0.3, seed=5)
         assert torch.equal(ClipTokenizer()(texts), ref(texts))
     finally:
-        bpe_cache.vocab_and_merges.cache_clear()
+        bpe_cache.clear()
 
 
 def test_failed_write_leaves_no_partial_file(cache_dir, asset, monkeypatch):
@@ -140,16 +158,16 @@ def test_fresh_processes_cold_and_cached_give_open_clips_ids(tmp_path, ref):
 @settings(max_examples=300, deadline=None)
 @given(st.text(min_size=1, max_size=30))
 def test_python_bpe_equals_rust_bpe(word):
-    vocab, merges = bpe_cache.vocab_and_merges()
-    rank = MergeRank(vocab, merges)
+    vocab, firsts = bpe_cache.tables()
+    rank = MergeRank(vocab, firsts)
     ours = [vocab[p] for p in bpe_pieces(word, rank)]
     assert ours == rust_bpe().encode([word], is_pretokenized=True, add_special_tokens=False).ids
 
 
 def test_python_bpe_on_every_vocabulary_word(ref):
     """Every whole-word token of the vocabulary, through OpenAI's own ``bpe`` and ours."""
-    vocab, merges = bpe_cache.vocab_and_merges()
-    rank = MergeRank(vocab, merges)
+    vocab, firsts = bpe_cache.tables()
+    rank = MergeRank(vocab, firsts)
     byte_decoder = {c: b for b, c in bpe_cache.bytes_to_unicode().items()}
     words = [t[:-4] for t in vocab if t.endswith("</w>") and len(t) > 4][::5]
     checked = 0

@@ -31,7 +31,7 @@ import torch
 from tokenizers import Tokenizer, models, pre_tokenizers
 
 from ..errors import InputTypeError
-from .bpe_cache import EOT, SOT, bytes_to_unicode, vocab_and_merges
+from .bpe_cache import EOT, SOT, bytes_to_unicode, tables, vocab_and_merges
 from .chunk_table import ChunkTable
 from .clean import PLAIN_ASCII as _PLAIN_ASCII
 from .clean import clean_lower
@@ -81,16 +81,17 @@ _BYTE_CHARS = bytes_to_unicode()
 class MergeRank:
     """``rank(pair)``: the pair's merge priority, or a number above every rank when it is not a merge.
 
-    Read off the vocabulary instead of a 48,894-entry pair dict (8 ms to build at start-up): merge ``r`` created
-    token ``512 + r``, and no token string occurs twice (``bpe_cache.read_cached`` checks the vocabulary size),
-    so the concatenated pair's id gives ``r``, confirmed against the merge list."""
+    Read off the vocabulary instead of a 48,894-entry pair dict (8 ms to build at start-up, plus 10 ms to load the
+    merge list): merge ``r`` made token ``512 + r`` and no token string occurs twice (``bpe_cache.read_cached``
+    checks the vocabulary size), so the joined pair's id names the only merge that could be this pair, and the
+    length of that merge's first part (``bpe_cache.first_lengths``) says whether it is."""
 
-    def __init__(self, vocab: dict[str, int], merges: list[tuple[str, str]]):
-        self.vocab, self.merges = vocab, merges
+    def __init__(self, vocab: dict[str, int], first_lengths: bytes):
+        self.vocab, self.first_lengths = vocab, first_lengths
 
     def __call__(self, pair: tuple[str, str]) -> int:
         r = self.vocab.get(pair[0] + pair[1], 0) - 512
-        return r if r >= 0 and r < len(self.merges) and self.merges[r] == pair else _NO_RANK
+        return r if 0 <= r < len(self.first_lengths) and self.first_lengths[r] == len(pair[0]) else _NO_RANK
 
 
 def bpe_pieces(word: str, rank: MergeRank) -> list[str]:
@@ -141,7 +142,7 @@ class ClipTokenizer:
     def __init__(self, context_length: int = DEFAULT_CONTEXT_LENGTH):
         self.context_length = check_length(context_length)
         with paused_gc():
-            vocab = vocab_and_merges()[0]
+            vocab = tables()[0]
         self._vocab = vocab
         self.vocab_size = len(vocab)
         self.sot_token_id = vocab[SOT]
@@ -198,8 +199,8 @@ class ClipTokenizer:
         needs only the merge ranks; many go through the Rust backend in one batch, built on first need."""
         words.difference_update(self._seed)
         if len(words) <= _PYTHON_BPE_MAX and rust_bpe.cache_info().currsize == 0:
-            vocab = self._vocab
-            rank = MergeRank(vocab, vocab_and_merges()[1])
+            vocab, firsts = tables()
+            rank = MergeRank(vocab, firsts)
             out = {w: [vocab[p] for p in bpe_pieces(w, rank)] for w in words}
         else:
             distinct = list(words)
@@ -274,8 +275,8 @@ class ClipTokenizer:
 
 @functools.lru_cache(maxsize=1)
 def _id_to_token() -> list[str]:
-    tokens = [""] * len(vocab_and_merges()[0])
-    for token, i in vocab_and_merges()[0].items():
+    tokens = [""] * len(tables()[0])
+    for token, i in tables()[0].items():
         tokens[i] = token
     return tokens
 
