@@ -4,7 +4,7 @@ Real photos (scikit-image's bundled ones; foolbox's ImageNet samples too when fo
 written as JPEG (quality 90) at typical camera sizes, 640×480 up to 12 megapixels, landscape and portrait. Each
 round decodes every file and transforms it, one side after the other in this process (alternating, median of the
 rounds). Rows:
-- exact, one thread: ``preprocess(Image.open(f).convert("RGB"))`` vs ``ImageTransform(load_image(f))``; the tensors
+- exact, one thread: ``preprocess(Image.open(f))`` vs ``ImageTransform(load_image(f))``; the tensors
   must be identical (max |diff| printed, and the script exits 1 if it is not 0).
 - exact, ``--threads`` decode threads for both (the way ``embed``/``index`` run their loader; PIL releases the GIL
   while decoding and resizing, so both scale the same).
@@ -98,7 +98,7 @@ def main() -> None:
     fast = replace(exact, fast=True)
 
     def ref(p: Path) -> torch.Tensor:
-        return preprocess(Image.open(p).convert("RGB"))
+        return preprocess(Image.open(p))  # as open_clip's README writes it (its transform converts to RGB itself)
 
     def ours(p: Path) -> torch.Tensor:
         return exact(load_image(p))
