@@ -101,7 +101,7 @@ def test_threads_option_is_applied(tiny_checkpoint, image_dir, tmp_path, restore
             "classify": ["classify", *images, "--model", str(tiny_checkpoint), "--labels", "dog,cat"]}[command]
     r = CliRunner().invoke(app, [*args, "--threads", "1"])
     assert r.exit_code == 0, r.output
-    assert seen == [1] and cpu.threads() == 1
+    assert seen and set(seen) == {1} and cpu.threads() == 1
     r = CliRunner().invoke(app, [*args, "--threads", "0"])
     assert r.exit_code != 0
 
@@ -155,3 +155,20 @@ def test_resnet_convolutions_run_channels_last():
         ref = v.attnpool(v.layer4(v.layer3(v.layer2(v.layer1(y)))))
     assert seen[0] is True
     torch.testing.assert_close(out, ref, atol=1e-5, rtol=1e-5)
+
+
+def test_threads_recorded_before_torch_is_loaded_reach_it_at_model_load(tiny_checkpoint, restore_threads,
+                                                                         monkeypatch):
+    """The torch-free runtime shares this setting: with torch not yet imported, set_threads only records it; the
+    torch backend applies it when it loads a model."""
+    import sys
+
+    calls = []
+    real = torch.set_num_threads
+    monkeypatch.setattr(torch, "set_num_threads", lambda n: (calls.append(n), real(n)))
+    with monkeypatch.context() as m:
+        m.delitem(sys.modules, "torch")
+        cpu.set_threads(1)
+    assert calls == [] and cpu.threads() == 1
+    Encoder.load(str(tiny_checkpoint))
+    assert calls == [1] and torch.get_num_threads() == 1

@@ -1,7 +1,9 @@
 """How clipworks runs on the CPU: the thread count, and whether bf16 arithmetic is native here.
 
-Threads: ``set_threads(n)`` sets torch's intra-op pool and records ``n`` (``threads()``), so any other engine the
-process runs (an onnxruntime session's ``intra_op_num_threads``) uses the same count instead of its own default.
+Threads: ``set_threads(n)`` records ``n`` (``threads()``) and sets torch's intra-op pool (now if torch is loaded, else
+when ``Encoder.load`` loads a model), so any other engine the process runs (an onnxruntime session's
+``intra_op_num_threads``) uses the same count instead of its own default. This module imports no torch: the
+torch-free runtime and CLI use it too.
 
 bf16: a CPU with the bf16 dot-product instructions (x86 ``avx512_bf16`` or ``amx_bf16``, Arm ``bf16``/FEAT_BF16)
 runs bf16 matmuls about twice as fast as fp32 (ViT-B/32, avx512_bf16: 1.86×, cosine to fp32 ≥ 0.9999). Without
@@ -14,26 +16,39 @@ from __future__ import annotations
 import functools
 import platform
 import subprocess
+import sys
 import warnings
 from pathlib import Path
-
-import torch
+from typing import TYPE_CHECKING
 
 from .errors import UsageError
+
+if TYPE_CHECKING:
+    import torch
 
 _threads: int | None = None
 _BF16_FLAGS = {"avx512_bf16", "amx_bf16", "bf16"}  # x86 (AVX-512 BF16, AMX), aarch64 Linux FEAT_BF16
 
 
 def set_threads(n: int | None) -> None:
-    """Use ``n`` intra-op threads for torch (and record it for other engines); None leaves the defaults."""
+    """Use ``n`` intra-op threads (torch now if it is loaded, else ``apply_threads`` at model load; other engines read
+    ``threads()``); None leaves the defaults."""
     global _threads
     if n is None:
         return
     if isinstance(n, bool) or not isinstance(n, int) or n < 1:
         raise UsageError(f"threads must be a positive integer, got {n!r}")
-    torch.set_num_threads(n)
     _threads = n
+    if "torch" in sys.modules:
+        apply_threads()
+
+
+def apply_threads() -> None:
+    """Give torch the recorded thread count (a no-op when none was set)."""
+    if _threads is not None:
+        import torch
+
+        torch.set_num_threads(_threads)
 
 
 def threads() -> int | None:
@@ -78,6 +93,8 @@ class PrecisionWarning(UserWarning):
 def inference_dtype(precision: str, device: str | torch.device) -> torch.dtype | None:
     """The autocast dtype for ``precision`` on ``device`` when the model should keep fp32 weights and compute in
     reduced precision (bf16 on a CPU that has it); None for fp32 or when the device cannot (then a warning)."""
+    import torch
+
     if torch.device(device).type != "cpu" or precision != "bf16":
         return None
     if cpu_supports_bf16():

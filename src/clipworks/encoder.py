@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from .cpu import inference_dtype
+from .cpu import apply_threads, inference_dtype
 from .embed import ImageEmbeddings, embed_images, embed_texts
 from .errors import ConfigError, UsageError
 from .image.transforms import ImageTransform, to_rgb
@@ -150,6 +150,7 @@ class Encoder:
         weights, as ``create_model`` does."""
         from .factory import create_model_and_transforms, tokenizer_for
 
+        apply_threads()
         autocast = inference_dtype(precision, device)
         if torch.device(device).type == "cpu" and precision == "bf16":
             precision = "fp32"

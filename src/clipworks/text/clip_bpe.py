@@ -24,10 +24,10 @@ import re
 import threading
 from collections.abc import Sequence
 from itertools import chain, pairwise
+from typing import TYPE_CHECKING
 
 import numpy as np
 import regex
-import torch
 from tokenizers import Tokenizer, models, pre_tokenizers
 
 from ..errors import InputTypeError
@@ -36,6 +36,9 @@ from .chunk_table import ChunkTable
 from .clean import PLAIN_ASCII as _PLAIN_ASCII
 from .clean import clean_lower
 from .inputs import check_length, check_texts
+
+if TYPE_CHECKING:
+    import torch
 
 DEFAULT_CONTEXT_LENGTH = 77
 # OpenAI's pattern, applied to lowercased text with IGNORECASE exactly as they do.
@@ -242,13 +245,19 @@ class ClipTokenizer:
         return out
 
     def __call__(self, texts: str | Sequence[str], context_length: int | None = None) -> torch.Tensor:
+        import torch  # only here: the ids are numpy's (``encode_np``), which a torch-free runtime uses
+
+        return torch.from_numpy(self.encode_np(texts, context_length))
+
+    def encode_np(self, texts: str | Sequence[str], context_length: int | None = None) -> np.ndarray:
+        """``int64 [N, context_length]``: what ``__call__`` returns, as a numpy array."""
         if isinstance(texts, str):
             texts = [texts]
         elif not isinstance(texts, Sequence) or isinstance(texts, (bytes, bytearray)):
             raise InputTypeError(f"tokenizer expects a str or a sequence of str, got {type(texts).__name__}")
         length = check_length(context_length or self.context_length)
         with paused_gc():
-            return torch.from_numpy(self._ids(list(texts), length))
+            return self._ids(list(texts), length)
 
     def encode(self, text: str) -> list[int]:
         """BPE ids of one text, without start/end tokens or truncation."""
@@ -261,7 +270,7 @@ class ClipTokenizer:
 
     def decode(self, ids: Sequence[int] | torch.Tensor) -> str:
         """Text of a token sequence; start/end tokens and the padding after the end token are dropped."""
-        ids = [int(i) for i in (ids.tolist() if isinstance(ids, torch.Tensor) else ids)]
+        ids = [int(i) for i in (ids.tolist() if hasattr(ids, "tolist") else ids)]
         if self.eot_token_id in ids:
             ids = ids[: ids.index(self.eot_token_id)]
         if any(not 0 <= i < self.vocab_size for i in ids):
