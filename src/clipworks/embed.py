@@ -96,8 +96,9 @@ def embed_images(
 ) -> ImageEmbeddings:
     """Embed ``paths``; bad files are skipped and listed in ``failures`` (``strict`` raises on the first).
 
-    ``workers`` decode ahead in threads, or in processes with ``processes``. On CUDA a batch is copied from pinned
-    memory without blocking, so the next batch's decoding overlaps the copy."""
+    ``workers`` decode ahead in threads, or in processes with ``processes`` (started with ``spawn``: a script that
+    calls this needs the usual ``if __name__ == "__main__":`` guard). On CUDA a batch is copied from pinned memory
+    without blocking, so the next batch's decoding overlaps the copy."""
     device = next(model.parameters()).device
     dtype = next(model.parameters()).dtype
     chunks: list[np.ndarray] = []
