@@ -172,3 +172,20 @@ def test_threads_recorded_before_torch_is_loaded_reach_it_at_model_load(tiny_che
     assert calls == [] and cpu.threads() == 1
     Encoder.load(str(tiny_checkpoint))
     assert calls == [1] and torch.get_num_threads() == 1
+
+
+def test_convnext_trunk_runs_channels_last_and_other_trunks_as_given():
+    pytest.importorskip("timm")
+    import clipworks
+    from clipworks.factory import model_config
+
+    seen = {}
+    for name in ("convnext_tiny", "MobileCLIP-S1"):
+        tower = clipworks.Clip(model_config(name)).visual.eval()
+        first = next(m for m in tower.trunk.modules() if isinstance(m, torch.nn.Conv2d))
+        first.register_forward_pre_hook(lambda m, args, name=name: seen.__setitem__(
+            name, args[0].is_contiguous(memory_format=torch.channels_last)))
+        size = model_config(name).vision_cfg.image_size
+        with torch.inference_mode():
+            tower(torch.randn(1, 3, size, size))
+    assert seen == {"convnext_tiny": True, "MobileCLIP-S1": False}
