@@ -26,16 +26,26 @@ def embed_images(
     strict: bool = False,
     workers: int = 2,
     progress: Progress | None = None,
+    processes: bool = False,
 ) -> ImageEmbeddings:
-    """Embed ``paths``; bad files are skipped and listed in ``failures`` (``strict`` raises on the first)."""
+    """Embed ``paths``; bad files are skipped and listed in ``failures`` (``strict`` raises on the first).
+
+    ``workers`` decode ahead in threads, or in processes with ``processes`` (started with ``spawn``: a script that
+    calls this needs the usual ``if __name__ == "__main__":`` guard). On CUDA a batch is copied from pinned memory
+    without blocking, so the next batch's decoding overlaps the copy."""
     device = next(model.parameters()).device
     dtype = next(model.parameters()).dtype
+    pin = device.type == "cuda" and torch.cuda.is_available()
 
     def encode(batch: list[torch.Tensor]) -> np.ndarray:
-        x = torch.stack(batch).to(device=device, dtype=dtype)
+        x = torch.stack(batch)
+        if pin:  # a non-blocking copy from pinned memory: the next batch decodes while this one is copied
+            x = x.pin_memory()
+        x = x.to(device=device, dtype=dtype, non_blocking=pin)
         return model.encode_image(x, normalize=normalize).float().cpu().numpy()
 
-    return embed_files(paths, transform, encode, model.config.embed_dim, batch_size, strict, workers, progress)
+    return embed_files(paths, transform, encode, model.config.embed_dim, batch_size, strict, workers, progress,
+                       processes)
 
 
 @torch.inference_mode()

@@ -9,6 +9,7 @@ vectors from another model are refused instead of silently compared.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from .cpu import apply_threads, inference_dtype
 from .embed import embed_images, embed_texts
 from .encoding import ImageEmbeddings
 from .errors import UsageError
@@ -46,6 +48,7 @@ class Encoder:
         self._ref = ref
         self.batch_size = batch_size
         self.text_batch_size = text_batch_size
+        self.autocast: torch.dtype | None = None  # compute dtype under autocast (bf16 on a CPU that has it)
 
     @property
     def ref(self) -> ModelRef:
@@ -58,14 +61,29 @@ class Encoder:
     @classmethod
     def load(cls, model: str, pretrained: str | None = None, *, device: str | torch.device = "cpu",
              precision: str = "fp32", cache_dir: str | Path | None = None, batch_size: int = 64) -> Encoder:
+        """``precision="bf16"`` on a CPU keeps fp32 weights and computes under bf16 autocast when the processor has
+        native bf16 (``cpu.cpu_supports_bf16``); otherwise it warns and computes in fp32. On a GPU it casts the
+        weights, as ``create_model`` does."""
         from .factory import create_model_and_transforms, tokenizer_for
 
+        apply_threads()
+        autocast = inference_dtype(precision, device)
+        if torch.device(device).type == "cpu" and precision == "bf16":
+            precision = "fp32"
         clip, _, preprocess = create_model_and_transforms(model, pretrained, device=device, precision=precision,  # type: ignore[arg-type]
                                                           cache_dir=cache_dir)
         if _is_local(model):
             model = str(Path(model).resolve())
-        return cls(clip, preprocess, tokenizer_for(clip.config, cache_dir=cache_dir),
-                   lambda: ModelRef.of(model, pretrained, clip), batch_size=batch_size)
+        encoder = cls(clip, preprocess, tokenizer_for(clip.config, cache_dir=cache_dir),
+                      lambda: ModelRef.of(model, pretrained, clip), batch_size=batch_size)
+        encoder.autocast = autocast
+        return encoder
+
+    def _computing(self) -> contextlib.AbstractContextManager:
+        """The context every model call runs in: bf16 autocast when ``load`` chose it, else nothing."""
+        if self.autocast is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.autocast)
 
     @property
     def embed_dim(self) -> int:
@@ -103,7 +121,9 @@ class Encoder:
         """``float32 [len(texts), embed_dim]``, L2-normalised (unless ``normalize=False``)."""
         if isinstance(texts, str):
             raise UsageError("encode_text takes a list of texts, not one string")
-        return embed_texts(self.model, self.tokenizer, list(texts), self.text_batch_size, normalize, progress=progress)
+        with self._computing():
+            return embed_texts(self.model, self.tokenizer, list(texts), self.text_batch_size, normalize,
+                               progress=progress)
 
     def encode_images(self, images: Sequence[Image.Image]) -> np.ndarray:
         """``float32 [len(images), embed_dim]``, L2-normalised, of decoded PIL images (any mode)."""
@@ -124,16 +144,18 @@ class Encoder:
         if isinstance(pixels, np.ndarray):
             pixels = torch.from_numpy(np.ascontiguousarray(pixels))
         x = pixels if isinstance(pixels, torch.Tensor) else torch.stack([torch.as_tensor(p) for p in pixels])
-        feats = self.model.encode_image(x.to(device=self.device, dtype=self.dtype), normalize=True)
+        with self._computing():
+            feats = self.model.encode_image(x.to(device=self.device, dtype=self.dtype), normalize=True)
         return feats.float().cpu().numpy()
 
     def encode_files(self, paths: Sequence[Path], strict: bool = False, workers: int = 2,
                      progress: Progress | None = None, batch_size: int | None = None,
-                     normalize: bool = True) -> ImageEmbeddings:
+                     normalize: bool = True, processes: bool = False) -> ImageEmbeddings:
         """Embeddings of image files; unreadable ones are skipped and listed in ``failures`` (``strict`` raises).
-        ``batch_size`` overrides the encoder's for this call."""
-        return embed_images(self.model, self.preprocess, [Path(p) for p in paths], batch_size or self.batch_size,
-                            normalize, strict, workers, progress)
+        ``batch_size`` overrides the encoder's for this call; ``processes`` decodes in worker processes."""
+        with self._computing():
+            return embed_images(self.model, self.preprocess, [Path(p) for p in paths], batch_size or self.batch_size,
+                                normalize, strict, workers, progress, processes)
 
     def logits(self, image_features: np.ndarray, text_features: np.ndarray) -> np.ndarray:
         """``[images, texts]`` logits of normalised features with the model's own scale (and bias)."""

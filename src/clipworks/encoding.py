@@ -9,9 +9,11 @@ threads; unreadable files skipped and listed), so they report failures identical
 
 from __future__ import annotations
 
+import functools
+import multiprocessing
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import Executor, Future, ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
@@ -107,41 +109,74 @@ def torch_encoder() -> type:
     return Encoder
 
 
-def decode_ahead(paths: Sequence[Path], transform: Callable, workers: int) -> Iterator[tuple[Path, Any]]:
-    """(path, ``transform(image)`` or an error message) in input order; decoding runs ahead in threads (PIL
-    releases the GIL), at most ``4 × workers`` images ahead so a slow model never lets them pile up."""
+def _load(transform: Callable, p: Path) -> Image.Image:
+    """The file decoded as ``transform`` wants it (``ImageTransform.load``: JPEG draft decoding when ``fast``)."""
+    load = getattr(transform, "load", None)
+    return load(p) if callable(load) else load_image(p)
 
-    def work(p: Path) -> Any:
-        try:
-            return transform(load_image(p))
-        except ImageError as e:
-            return str(e)
-        except Exception as e:  # a decoder bug on a hostile file must not end a long run
-            return f"{p} failed to decode: {type(e).__name__}: {e}"
 
+def _work(transform: Callable, p: Path) -> Any:
+    try:
+        return transform(_load(transform, p))
+    except ImageError as e:
+        return str(e)
+    except Exception as e:  # noqa: BLE001 (a decoder bug on a hostile file must not end a long run)
+        return f"{p} failed to decode: {type(e).__name__}: {e}"
+
+
+def _crop_work(transform: Any, p: Path) -> np.ndarray | str:
+    """A worker process's share: decode, resize and crop to 8-bit pixels (a quarter of the float tensor's bytes to
+    send back); the parent normalises."""
+    try:
+        return np.asarray(transform.crop(_load(transform, p)), dtype=np.uint8)
+    except ImageError as e:
+        return str(e)
+    except Exception as e:  # noqa: BLE001 (as _work: one hostile file must not end a long run)
+        return f"{p} failed to decode: {type(e).__name__}: {e}"
+
+
+def decode_ahead(paths: Sequence[Path], transform: Callable, workers: int,
+                 processes: bool = False) -> Iterator[tuple[Path, Any]]:
+    """(path, ``transform(image)`` or an error message) in input order; decoding runs ahead in ``workers`` threads
+    (PIL releases the GIL while it decodes and resizes), or with ``processes`` in worker processes (for when the
+    Python around PIL is what limits: many small images, many cores), at most ``4 × workers`` images ahead so a
+    slow model never lets them pile up. ``processes`` needs a transform with ``crop`` and ``normalize``
+    (``ImageTransform``); they are started with ``spawn``, so a calling script needs its ``__main__`` guard."""
     ahead = 4 * max(1, workers)
-    with ThreadPoolExecutor(max(1, workers)) as pool:
+    pool: Executor
+    if processes:
+        if not (callable(getattr(transform, "crop", None)) and callable(getattr(transform, "normalize", None))):
+            raise UsageError("decoding in worker processes needs the torch backend's ImageTransform (its crop runs "
+                             "in the workers)")
+        pool = ProcessPoolExecutor(max(1, workers), mp_context=multiprocessing.get_context("spawn"))
+        submit = functools.partial(pool.submit, _crop_work, transform)
+        finish: Callable[[Any], Any] = lambda r: r if isinstance(r, str) else transform.normalize(r)  # noqa: E731
+    else:
+        pool = ThreadPoolExecutor(max(1, workers))
+        submit = functools.partial(pool.submit, _work, transform)
+        finish = lambda r: r  # noqa: E731
+    with pool:
         pending: deque[tuple[Path, Future]] = deque()
         for p in paths:
-            pending.append((p, pool.submit(work, p)))
+            pending.append((p, submit(p)))
             if len(pending) >= ahead:
                 q, fut = pending.popleft()
-                yield q, fut.result()
+                yield q, finish(fut.result())
         while pending:
             q, fut = pending.popleft()
-            yield q, fut.result()
+            yield q, finish(fut.result())
 
 
 def embed_files(paths: Sequence[Path], transform: Callable, encode_batch: Callable[[list], np.ndarray], dim: int,
                 batch_size: int = 64, strict: bool = False, workers: int = 2,
-                progress: Progress | None = None) -> ImageEmbeddings:
+                progress: Progress | None = None, processes: bool = False) -> ImageEmbeddings:
     """Embed image files: ``transform`` each decoded image, ``encode_batch`` lists of ``batch_size`` results. Bad
     files are skipped and listed in ``failures`` (``strict`` raises ``ImageError`` on the first)."""
     chunks: list[np.ndarray] = [np.zeros((0, dim), dtype=np.float32)]
     kept: list[Path] = []
     failures: list[tuple[Path, str]] = []
     batch: list = []
-    for path, item in decode_ahead(paths, transform, workers):
+    for path, item in decode_ahead(paths, transform, workers, processes):
         if isinstance(item, str):
             if strict:
                 raise ImageError(item)

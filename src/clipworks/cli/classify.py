@@ -10,6 +10,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from ..cpu import set_threads
 from ..errors import UsageError
 from ..image.decode import ImageError
 from ..progress import progress_bar
@@ -24,6 +25,7 @@ from .common import (
     JsonArg,
     PrecisionArg,
     PretrainedArg,
+    ThreadsArg,
     emit_csv,
     emit_json,
     err,
@@ -80,11 +82,13 @@ def classify(
     backend: BackendArg = "torch",
     precision: PrecisionArg = "fp32",
     device: DeviceArg = "cpu",
+    threads: ThreadsArg = None,
     batch_size: BatchArg = 64,
     workers: Annotated[int, typer.Option(min=1, help="Image decoding threads.")] = 2,
 ) -> None:
     """Zero-shot classify images: top-k labels with probabilities (softmax for CLIP, per-label sigmoid for SigLIP)."""
     with user_errors():
+        set_threads(threads)
         sources = [flag for flag, v in (("--labels", labels), ("--labels-file", labels_file),
                                         ("--classifier", classifier_file)) if v is not None]
         if len(sources) != 1:

@@ -49,6 +49,8 @@ BackendArg = Annotated[str, typer.Option("--backend", help="torch, or onnx: the 
 PrecisionArg = Annotated[str, typer.Option("--precision", help="fp32; with --backend onnx, int8 runs the folder's "
                                            "int8 graphs (export with --int8); with torch, fp16/bf16 as the model "
                                            "loader takes them.")]
+ThreadsArg = Annotated[int | None, typer.Option("--threads", min=1, help="CPU threads for the model (default: "
+                                                "one per core).")]
 
 
 def load_encoder(model: str, pretrained: str | None, device: str = "cpu", batch_size: int = 64,

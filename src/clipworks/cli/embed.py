@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Annotated
 
@@ -8,10 +9,11 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+from ..cpu import set_threads
 from ..errors import MissingFileError, UsageError
 from ..fileio import atomic_file
 from ..image.decode import ImageError, expand_image_paths
-from .common import BackendArg, PrecisionArg, err, load_encoder, user_errors
+from .common import BackendArg, PrecisionArg, ThreadsArg, err, load_encoder, user_errors
 
 out = Console()
 
@@ -37,20 +39,35 @@ def embed(
     out_path: Annotated[Path, typer.Option("--out", help="Output .npy file (float32, one row per input).")] = Path("embeddings.npy"),
     batch_size: Annotated[int, typer.Option(min=1)] = 64,
     device: Annotated[str, typer.Option()] = "cpu",
+    threads: ThreadsArg = None,
     normalize: Annotated[bool, typer.Option(help="L2-normalise the embeddings.")] = True,
     strict: Annotated[bool, typer.Option(help="Stop at the first unreadable image instead of skipping it.")] = False,
     workers: Annotated[int, typer.Option(min=1, help="Image decoding threads.")] = 2,
     backend: BackendArg = "torch",
     precision: PrecisionArg = "fp32",
+    processes: Annotated[bool, typer.Option("--processes", help="Decode in worker processes instead of threads "
+                                            "(for many small images on many cores; torch backend).")] = False,
+    fast_decode: Annotated[bool, typer.Option("--fast-decode", help="Approximate, faster preprocessing: JPEG draft "
+                                              "decoding and a reducing resize. Not open_clip's exact pixels (see "
+                                              "bench/preprocess_speed.py for the difference; torch backend).")] = False,
 ) -> None:
     """Embed images (or captions with --text) into a .npy; row order is written to OUT.paths.txt."""
     with user_errors():
+        set_threads(threads)
         if not inputs and text is None:
             raise UsageError("give image files/directories, or --text FILE")
         if inputs and text is not None:
             raise UsageError("embed images or --text captions, not both in one run")
         encoder = load_encoder(model, pretrained, device, batch_size, backend, precision)
         encoder.text_batch_size = batch_size
+        decode_options = {}
+        if processes or fast_decode:
+            if backend != "torch":
+                raise UsageError("--processes and --fast-decode run the torch backend's image transform; the onnx "
+                                 "backend decodes in threads, exactly")
+            if fast_decode:
+                encoder.preprocess = dataclasses.replace(encoder.preprocess, fast=True)  # type: ignore[attr-defined]
+            decode_options["processes"] = processes
         listing = out_path.with_suffix(".paths.txt")
         if text is not None:
             if not text.is_file():
@@ -68,7 +85,7 @@ def embed(
         with _progress() as bar:
             task = bar.add_task("images", total=len(paths))
             result = encoder.encode_files(paths, strict, workers, progress=lambda n: bar.advance(task, n),
-                                          normalize=normalize)
+                                          normalize=normalize, **decode_options)
         _save(out_path, result.features)
         with atomic_file(listing) as tmp:
             tmp.write_text("".join(f"{p}\n" for p in result.paths), encoding="utf-8")

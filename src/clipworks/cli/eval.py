@@ -8,10 +8,20 @@ from typing import Annotated, Any
 
 import typer
 
+from ..cpu import set_threads
 from ..errors import UsageError
 from ..progress import progress_bar
 from . import eval_compositional
-from .common import DeviceArg, ModelArg, PretrainedArg, err, load_encoder, print_skipped, user_errors
+from .common import (
+    DeviceArg,
+    ModelArg,
+    PretrainedArg,
+    ThreadsArg,
+    err,
+    load_encoder,
+    print_skipped,
+    user_errors,
+)
 
 app = typer.Typer(no_args_is_help=True, add_completion=False,
                   help="Measure a model with CLIP_benchmark's metrics: zero-shot, retrieval, linear probe.")
@@ -57,6 +67,7 @@ def zeroshot(
     batch_size: Annotated[int | None, typer.Option(min=1, help="Images per model call (default: 500, the trainer's, "
                                                    "for Fashion-MNIST; 64 for image files).")] = None,
     device: DeviceArg = "cpu",
+    threads: ThreadsArg = None,
     workers: WorkersArg = 2,
     plot: Annotated[bool, typer.Option(help="Write the confusion-matrix PNG.")] = True,
 ) -> None:
@@ -65,6 +76,7 @@ def zeroshot(
     from ..evaluate.report import slug
 
     with user_errors():
+        set_threads(threads)
         data = open_labelled(dataset, split, image_key, label_key, class_names, separator)
         encoder = load_encoder(model, pretrained, device, batch_size or 64)
         with progress_bar(len(data), "zero-shot: images") as progress:
@@ -97,6 +109,7 @@ def retrieval(
     out_dir: OutArg = DEFAULT_OUT,
     batch_size: Annotated[int, typer.Option(min=1, help="Images per model call.")] = 64,
     device: DeviceArg = "cpu",
+    threads: ThreadsArg = None,
     workers: WorkersArg = 2,
 ) -> None:
     """Text→image and image→text Recall@K, several captions per image allowed."""
@@ -104,6 +117,7 @@ def retrieval(
     from ..evaluate.report import slug
 
     with user_errors():
+        set_threads(threads)
         try:
             k_values = [int(k) for k in ks.split(",") if k.strip()]
         except ValueError:
@@ -154,6 +168,7 @@ def linear_probe(
     batch_size: Annotated[int | None, typer.Option(min=1, help="Images per model call (default: 500 for "
                                                    "Fashion-MNIST, 64 for image files).")] = None,
     device: DeviceArg = "cpu",
+    threads: ThreadsArg = None,
     workers: WorkersArg = 2,
 ) -> None:
     """Logistic regression on frozen image features; C chosen on a validation split of the training images."""
@@ -162,6 +177,7 @@ def linear_probe(
     from ..evaluate.report import slug
 
     with user_errors():
+        set_threads(threads)
         train_spec, test_spec = _splits(dataset, train, test)
         try:
             cs = None if c is None else [float(v) for v in c.split(",") if v.strip()]

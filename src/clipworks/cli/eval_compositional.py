@@ -8,11 +8,22 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from ..cpu import set_threads
 from ..evaluate.compositional import evaluate_compositional, markdown_table
 from ..evaluate.probes import CATEGORIES, MIN_SIZE, check_categories, generate_probes, save_probes
 from ..evaluate.report import write_report
 from ..progress import progress_bar
-from .common import BatchArg, DeviceArg, ModelArg, PretrainedArg, emit_json, err, load_encoder, user_errors
+from .common import (
+    BatchArg,
+    DeviceArg,
+    ModelArg,
+    PretrainedArg,
+    ThreadsArg,
+    emit_json,
+    err,
+    load_encoder,
+    user_errors,
+)
 
 out = Console()
 EXAMPLES_PER_CATEGORY = 8
@@ -32,11 +43,13 @@ def compositional(
                                                      "with captions.tsv here.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the JSON result instead of the table.")] = False,
     device: DeviceArg = "cpu",
+    threads: ThreadsArg = None,
     batch_size: BatchArg = 64,
 ) -> None:
     """Compositional probes (spatial relations, counting, negation, attribute binding): how often the model
     prefers the true caption over its minimally changed twin, and Winoground text/image/group scores."""
     with user_errors():
+        set_threads(threads)
         names = check_categories(categories)
         if save_images is not None:
             examples = [p for c in names for p in generate_probes(c, min(n, EXAMPLES_PER_CATEGORY), seed, size)]

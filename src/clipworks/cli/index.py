@@ -11,6 +11,7 @@ import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+from ..cpu import set_threads
 from ..errors import UsageError
 from ..search import AddReport, Index
 from . import search as search_cli
@@ -21,6 +22,7 @@ from .common import (
     ModelArg,
     PrecisionArg,
     PretrainedArg,
+    ThreadsArg,
     emit_json,
     err,
     load_encoder,
@@ -84,10 +86,12 @@ def build(
     backend: BackendArg = "torch",
     precision: PrecisionArg = "fp32",
     device: DeviceArg = "cpu",
+    threads: ThreadsArg = None,
     workers: WorkersArg = 2,
 ) -> None:
     """Create an index of DIRECTORY with a model, and embed every image under it."""
     with user_errors():
+        set_threads(threads)
         options = _options(option)
         encoder = load_encoder(model, pretrained, device, batch_size, backend, precision)
         with Index.create(index, directory, encoder, kind, **options) as idx:
@@ -108,9 +112,11 @@ def add(
     backend: BackendArg = "torch",
     precision: PrecisionArg = "fp32",
     device: DeviceArg = "cpu",
+    threads: ThreadsArg = None,
     workers: WorkersArg = 2,
 ) -> None:
     """Bring the index up to date: embed new and changed images, follow moved ones, drop gone ones."""
+    set_threads(threads)
     with user_errors(), open_index(index, model, pretrained, backend, precision, device, batch_size,
                                    writable=True) as idx:
         for pattern in include or []:

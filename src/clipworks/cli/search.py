@@ -10,9 +10,10 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
+from ..cpu import set_threads
 from ..errors import UsageError
 from ..progress import progress_bar
-from .common import BackendArg, DeviceArg, PrecisionArg, err, open_index, user_errors
+from .common import BackendArg, DeviceArg, PrecisionArg, ThreadsArg, err, open_index, user_errors
 
 out = Console(soft_wrap=True)
 
@@ -45,6 +46,7 @@ def search(
     backend: BackendArg = "torch",
     precision: PrecisionArg = "fp32",
     device: DeviceArg = "cpu",
+    threads: ThreadsArg = None,
 ) -> None:
     """Search an index by text, image, or a weighted combination; the index knows its model (with --backend onnx,
     --model is the exported folder of that model)."""
@@ -54,6 +56,7 @@ def search(
     from ..search.retrieve import search as run_search
 
     with user_errors():
+        set_threads(threads)
         if sum([paths, as_json, html is not None]) > 1:
             raise UsageError("choose one output: --paths, --json or --html")
         if query is None and not image:

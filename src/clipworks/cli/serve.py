@@ -8,8 +8,9 @@ from typing import Annotated
 
 import typer
 
+from ..cpu import set_threads
 from ..errors import UsageError, require
-from .common import BackendArg, DeviceArg, PrecisionArg, err, load_encoder, open_index, user_errors
+from .common import BackendArg, DeviceArg, PrecisionArg, ThreadsArg, err, load_encoder, open_index, user_errors
 
 LOOPBACK = ("localhost",)
 
@@ -44,10 +45,12 @@ def serve(
     backend: BackendArg = "torch",
     precision: PrecisionArg = "fp32",
     device: DeviceArg = "cpu",
+    threads: ThreadsArg = None,
     log_level: Annotated[str, typer.Option(help="uvicorn log level.")] = "info",
 ) -> None:
     """Serve search, zero-shot classification and embeddings over HTTP (API docs at /docs, a search page at /)."""
     with user_errors():
+        set_threads(threads)
         require("uvicorn", "serve", "clipworks serve")
         from ..serve import ServeSettings, create_app
 

@@ -19,8 +19,13 @@ class ImageError(ClipworksError, ValueError):
     """An image file is missing, empty, truncated, or not an image."""
 
 
-def load_image(path: str | Path) -> Image.Image:
-    """Decode the whole file now (PIL is lazy), so a truncated file fails here, naming itself."""
+def load_image(path: str | Path, draft: tuple[int, int] | None = None) -> Image.Image:
+    """Decode the whole file now (PIL is lazy), so a truncated file fails here, naming itself.
+
+    ``draft`` (an approximation, opt-in): a JPEG is decoded by libjpeg's DCT scaling at 1/2, 1/4 or 1/8 of its size,
+    the smallest that keeps both sides at least ``draft``: a 12-megapixel photo decodes ~5× faster and the resize
+    after it is ~15× cheaper, at the price of pixels that differ slightly from a full decode. Other formats ignore it.
+    """
     path = Path(path)
     if path.is_dir():
         raise ImageError(f"{path} is a directory, not an image file")
@@ -32,6 +37,8 @@ def load_image(path: str | Path) -> Image.Image:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             image = Image.open(path)
+            if draft is not None and image.format in ("JPEG", "MPO"):
+                image.draft(None, draft)
             image.load()
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombWarning) as e:
         raise ImageError(f"{path} cannot be read as an image: {e}") from e

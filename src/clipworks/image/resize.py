@@ -13,7 +13,8 @@ _RESAMPLE = {"bicubic": Image.Resampling.BICUBIC, "bilinear": Image.Resampling.B
              "nearest": Image.Resampling.NEAREST}
 
 
-def _resize_shorter(image: Image.Image, size: int, resample: Image.Resampling = Image.Resampling.BICUBIC) -> Image.Image:
+def _resize_shorter(image: Image.Image, size: int, resample: Image.Resampling = Image.Resampling.BICUBIC,
+                    gap: float | None = None) -> Image.Image:
     """torchvision's ``Resize(size)``: the shorter side becomes ``size``, the longer keeps the aspect (truncated)."""
     w, h = image.size
     short, long = (w, h) if w <= h else (h, w)
@@ -21,15 +22,15 @@ def _resize_shorter(image: Image.Image, size: int, resample: Image.Resampling = 
         return image
     new_short, new_long = size, int(size * long / short)
     new_w, new_h = (new_short, new_long) if w <= h else (new_long, new_short)
-    return image.resize((new_w, new_h), resample)
+    return image.resize((new_w, new_h), resample, reducing_gap=gap)
 
 
-def _resize_longest(image: Image.Image, size: int, resample: Image.Resampling) -> Image.Image:
+def _resize_longest(image: Image.Image, size: int, resample: Image.Resampling, gap: float | None = None) -> Image.Image:
     """open_clip's ``ResizeKeepRatio(size, longest=1)``: the longer side becomes ``size`` (sides rounded)."""
     w, h = image.size
     ratio = max(h / size, w / size)
     new_h, new_w = round(h / ratio), round(w / ratio)
-    return image if (new_w, new_h) == (w, h) else image.resize((new_w, new_h), resample)
+    return image if (new_w, new_h) == (w, h) else image.resize((new_w, new_h), resample, reducing_gap=gap)
 
 
 def _center_crop(image: Image.Image, size: int, fill: int = 0) -> Image.Image:
@@ -49,14 +50,16 @@ def _fill_value(mode: str, fill: int) -> int | tuple[int, ...]:
 
 
 def resize_crop(image: Image.Image, size: int, resize_size: int | None = None, resize_mode: str = "shortest",
-                interpolation: str = "bicubic", fill_color: int = 0) -> Image.Image:
+                interpolation: str = "bicubic", fill_color: int = 0, reducing_gap: float | None = None) -> Image.Image:
     """The eval geometry: ``shortest`` (shorter side to R, centre S crop), ``squash`` (both sides to R, centre S
-    crop) or ``longest`` (longer side to R, padded with ``fill_color`` to S); R is ``resize_size`` or S."""
+    crop) or ``longest`` (longer side to R, padded with ``fill_color`` to S); R is ``resize_size`` or S.
+    ``reducing_gap`` (PIL's) is the opt-in approximate path's faster resize; None is the exact one."""
     resample = _RESAMPLE[interpolation]
     resized = resize_size or size
     if resize_mode == "squash":
-        image = image if image.size == (resized, resized) else image.resize((resized, resized), resample)
+        image = image if image.size == (resized, resized) else image.resize((resized, resized), resample,
+                                                                             reducing_gap=reducing_gap)
         return image if resized == size else _center_crop(image, size)
     if resize_mode == "longest":
-        return _center_crop(_resize_longest(image, resized, resample), size, fill_color)
-    return _center_crop(_resize_shorter(image, resized, resample), size, fill_color)
+        return _center_crop(_resize_longest(image, resized, resample, reducing_gap), size, fill_color)
+    return _center_crop(_resize_shorter(image, resized, resample, reducing_gap), size, fill_color)

@@ -15,6 +15,7 @@ import math
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -22,11 +23,24 @@ from PIL import Image
 
 from ..constants import OPENAI_CLIP_MEAN, OPENAI_CLIP_STD
 from ..model.config import PreprocessConfig
-from .decode import HIGH_DEPTH_MODES, to_rgb
+from .decode import HIGH_DEPTH_MODES, load_image, to_rgb
 from .resize import _RESAMPLE, _center_crop, _fill_value, _resize_longest, _resize_shorter, resize_crop
 
 __all__ = ["ImageTransform", "_center_crop", "_fill_value", "_resize_longest", "_resize_shorter", "image_transform",
            "resize_crop", "splitmix64", "to_rgb"]
+
+_REDUCING_GAP = 3.0  # PIL's advice for "indistinguishable from fair resampling in most cases"
+
+
+@functools.lru_cache(maxsize=16)
+def _normalize_table(mean: tuple[float, ...], std: tuple[float, ...]) -> np.ndarray:
+    """float32 [3, 256]: ``(v / 255 - mean[c]) / std[c]`` for every 8-bit ``v``, in torch float32 as torchvision."""
+    v = torch.arange(256, dtype=torch.float32).div(255)[None, :]
+    m = torch.tensor(mean, dtype=torch.float32)[:, None]
+    s = torch.tensor(std, dtype=torch.float32)[:, None]
+    table = v.sub(m).div(s).numpy()
+    table.setflags(write=False)
+    return table
 
 @dataclass
 class ImageTransform:
@@ -43,17 +57,37 @@ class ImageTransform:
     scale: tuple[float, float] = (0.9, 1.0)
     ratio: tuple[float, float] = (3 / 4, 4 / 3)
     rng: random.Random = field(default_factory=random.Random, repr=False)
+    # Opt-in approximation for speed: JPEG draft decoding (``load``) and PIL's ``reducing_gap`` resize (a box
+    # reduction by an integer factor before the bicubic pass). Not open_clip's pixels; bench/preprocess_speed.py
+    # reports the speed and the largest difference on real photos.
+    fast: bool = False
 
     def __call__(self, image: Image.Image, rng: random.Random | None = None) -> torch.Tensor:
         """``rng`` overrides the transform's own stream for this call, so a loader can seed each sample."""
+        return self.normalize(self.crop(image, rng))
+
+    def crop(self, image: Image.Image, rng: random.Random | None = None) -> Image.Image:
+        """The geometric part of the transform: the RGB ``image_size`` square that ``normalize`` turns into the
+        tensor. Pure PIL (which releases the GIL), so decode workers can run it and hand back 8-bit pixels."""
         if image.mode in HIGH_DEPTH_MODES:
             image = to_rgb(image)
         if self.train:
             image = self._random_resized_crop(image, rng or self.rng)
         else:
             image = resize_crop(image, self.image_size, self.resize_size, self.resize_mode, self.interpolation,
-                                self.fill_color)
-        return self.normalize(to_rgb(image))
+                                self.fill_color, _REDUCING_GAP if self.fast else None)
+        return to_rgb(image)
+
+    @property
+    def draft_size(self) -> tuple[int, int]:
+        """What ``load`` asks JPEG draft decoding for: twice the resize target on both sides, so the bicubic pass
+        after it still downsamples (and antialiases) by at least 2."""
+        r = 2 * (self.resize_size or self.image_size)
+        return r, r
+
+    def load(self, path: str | Path) -> Image.Image:
+        """Decode a file for this transform: in full, or with ``fast`` at the JPEG draft size."""
+        return load_image(path, self.draft_size if self.fast and not self.train else None)
 
     @property
     def batchable(self) -> bool:
@@ -61,11 +95,15 @@ class ImageTransform:
         array-backed data fall back to the per-image PIL path otherwise."""
         return self.interpolation == "bicubic" and self.resize_mode in ("shortest", "squash")
 
-    def normalize(self, image: Image.Image) -> torch.Tensor:
-        x = torch.from_numpy(np.array(image, dtype=np.uint8, copy=True)).permute(2, 0, 1).float().div(255)
-        mean = torch.tensor(self.mean, dtype=torch.float32)[:, None, None]
-        std = torch.tensor(self.std, dtype=torch.float32)[:, None, None]
-        return x.sub_(mean).div_(std)
+    def normalize(self, image: Image.Image | np.ndarray) -> torch.Tensor:
+        """RGB uint8 pixels (a PIL image or ``[H, W, 3]`` array) → float32 ``[3, H, W]``, ``(v / 255 - mean) / std``.
+
+        One table lookup per pixel: each output is a function of (channel, 8-bit value) alone, so a 3×256 table
+        computed with torchvision's own float32 steps (``ToTensor``'s ``div(255)``, then ``Normalize``'s ``sub`` and
+        ``div``) gives its exact numbers, in one pass instead of four."""
+        a = np.asarray(image, dtype=np.uint8)
+        table = _normalize_table(tuple(self.mean), tuple(self.std))
+        return torch.from_numpy(np.stack([table[c][a[..., c]] for c in range(3)]))
 
     def _random_resized_crop(self, image: Image.Image, rng: random.Random) -> Image.Image:
         """torchvision's RandomResizedCrop sampling: 10 tries at a random area and aspect, else a centre crop."""

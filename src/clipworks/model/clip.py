@@ -68,14 +68,14 @@ class Clip(nn.Module):
         token_layer: int = -1,
         token_norm: bool = True,
     ) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
-        """Text features of ``tokens`` (trailing padding the tower cannot see is dropped first, so short
-        captions cost little). ``return_tokens=True`` returns ``(features, token_states)`` where token_states
+        """Text features of ``tokens`` (trailing padding the tower cannot see is dropped first, per group of rows of
+        similar length, so short captions cost little: ``TextTower.encode_grouped``). ``return_tokens=True`` returns ``(features, token_states)`` where token_states
         are the ``[B, L, width]`` hidden states diffusion models condition on: ``token_layer=-1`` with
         ``token_norm=True`` is Stable Diffusion 1.x, ``-2``/``True`` is SD 2.x, ``-2``/``False`` is SDXL."""
         if return_tokens:
             features, states = self.text.token_states(tokens, token_layer, token_norm)
             return (F.normalize(features, dim=-1) if normalize else features), states
-        features = self.text(self.text.trim(tokens))
+        features = self.text.encode_grouped(tokens)
         return F.normalize(features, dim=-1) if normalize else features
 
     def forward(

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ..cpu import threads as cpu_threads
 from ..encoding import ImageEmbeddings, embed_files
 from ..errors import ClipworksError, MissingDependencyError, UsageError, require
 from ..image.decode import to_rgb
@@ -66,11 +67,14 @@ class OnnxEncoder:
     def load(cls, folder: str | Path, precision: str = "fp32", threads: int | None = None,
              providers: Sequence[str] | None = None, batch_size: int = 64) -> OnnxEncoder:
         """Open an exported folder. ``precision``: ``fp32`` or ``int8`` (the folder's quantized graphs);
-        ``threads``: onnxruntime's intra-op threads (its default: one per physical core); ``providers``:
+        ``threads``: onnxruntime's intra-op threads (default: ``cpu.set_threads``'s count if one was set, else
+        onnxruntime's, one per physical core); ``providers``:
         onnxruntime execution providers (default the CPU's)."""
         ort = require("onnxruntime", "runtime", "the ONNX backend (--backend onnx)")
         if precision not in PRECISIONS:
             raise UsageError(f"precision {precision!r}: the onnx backend runs {' or '.join(PRECISIONS)}")
+        if threads is None:
+            threads = cpu_threads()  # the count `--threads` / cpu.set_threads chose for every engine, if any
         if threads is not None and threads < 1:
             raise UsageError(f"threads must be at least 1, got {threads}")
         folder = Path(folder)

@@ -56,8 +56,15 @@ class Tower(nn.Module):
                 module.grad_checkpointing = enable
 
 
+GROUP = 32  # rows per length group in ``encode_grouped``: big enough that each group's matmuls stay efficient
+
+
 class TextTower(Tower):
     """A text tower also says how its input may be shortened before the pure forward (``trim``)."""
+
+    def lengths(self, tokens: torch.Tensor) -> torch.Tensor | None:
+        """Per row, how many leading columns can change that row's output; None: all of them (no trimming)."""
+        return None
 
     def trim(self, tokens: torch.Tensor) -> torch.Tensor:
         """``tokens`` with trailing columns that cannot change the output dropped (none by default).
@@ -66,7 +73,26 @@ class TextTower(Tower):
         pay for 77 positions. This reads the batch (a host sync), so it runs in the user-facing and training
         paths, never inside ``forward``.
         """
-        return tokens
+        lengths = self.lengths(tokens) if tokens.numel() else None
+        return tokens if lengths is None else tokens[:, : max(int(lengths.max()), 1)]
+
+    def encode_grouped(self, tokens: torch.Tensor, group: int = GROUP) -> torch.Tensor:
+        """``forward`` of a batch with rows of mixed lengths, run as groups of ``group`` rows of similar length, each
+        trimmed to its own longest row: a batch of mostly short captions with a few long ones then pays for the
+        long ones only in their group (3-10 tokens against 20-40 on real captions). Each row's result is what
+        ``forward`` gives it alone, up to float summation order."""
+        lengths = self.lengths(tokens) if tokens.shape[0] > group else None
+        if lengths is None:
+            return self(self.trim(tokens))
+        order = lengths.argsort()
+        out: torch.Tensor | None = None
+        for rows in order.split(group):
+            features = self(tokens[rows, : max(int(lengths[rows].max()), 1)])
+            if out is None:
+                out = features.new_empty((tokens.shape[0], *features.shape[1:]))
+            out[rows] = features
+        assert out is not None
+        return out
 
     def token_states(self, tokens: torch.Tensor, layer: int = -1, norm: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
         """(pooled features, per-token hidden states ``[B, L, width]``) for diffusion conditioning."""

@@ -136,13 +136,10 @@ class HFTextTower(TextTower):
         else:
             model.gradient_checkpointing_disable()
 
-    def trim(self, tokens: torch.Tensor) -> torch.Tensor:
+    def lengths(self, tokens: torch.Tensor) -> torch.Tensor | None:
         # Padding is masked out of attention, so trailing all-padding columns change nothing.
-        if not tokens.numel():
-            return tokens
         positions = torch.arange(1, tokens.shape[-1] + 1, device=tokens.device)
-        used = int(((tokens != self.pad_id) * positions).max())
-        return tokens[:, : max(used, 1)]
+        return ((tokens != self.pad_id) * positions).max(dim=-1).values
 
     def pooled(self, tokens: torch.Tensor) -> torch.Tensor:
         """Pooled encoder states before the projection, ``[B, width]``."""

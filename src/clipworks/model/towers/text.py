@@ -63,11 +63,11 @@ class TextTransformer(TextTower):
             return torch.full(tokens.shape[:1], tokens.shape[-1] - 1, dtype=torch.long, device=tokens.device)
         return torch.zeros(tokens.shape[:1], dtype=torch.long, device=tokens.device)
 
-    def trim(self, tokens: torch.Tensor) -> torch.Tensor:
+    def lengths(self, tokens: torch.Tensor) -> torch.Tensor | None:
         # Causal attention pooled at or before the end token: later columns cannot reach the pooled state.
-        if not self.causal or self.pool_type not in ("argmax", "eos", "first") or not tokens.numel():
-            return tokens
-        return tokens[:, : int(self._pool_index(tokens).max()) + 1]
+        if not self.causal or self.pool_type not in ("argmax", "eos", "first"):
+            return None
+        return self._pool_index(tokens) + 1
 
     def _check(self, tokens: torch.Tensor) -> None:
         if tokens.shape[-1] > self.context_length:
@@ -78,11 +78,8 @@ class TextTransformer(TextTower):
         return self.token_embedding(tokens) + self.positional_embedding[:n].to(self.token_embedding.weight.dtype)
 
     def _project(self, x: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
-        if not self.final_ln_after_pool:
-            x = self.ln_final(x)
-        pooled = x[torch.arange(x.shape[0], device=x.device), self._pool_index(tokens)]
-        if self.final_ln_after_pool:
-            pooled = self.ln_final(pooled)
+        # ln_final works token by token, so pooling first gives the same numbers for one row instead of L
+        pooled = self.ln_final(x[torch.arange(x.shape[0], device=x.device), self._pool_index(tokens)])
         if isinstance(self.text_projection, nn.Parameter):
             return pooled @ self.text_projection
         return self.text_projection(pooled) if self.text_projection is not None else pooled
