@@ -23,7 +23,7 @@ import torch
 from clipworks.loss import DEFAULT_TILE_SIZE
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from rows import row  # noqa: E402
+from rows import row
 
 MiB = 2**20
 

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from rows import row  # noqa: E402
+from rows import row
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 

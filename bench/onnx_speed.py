@@ -28,7 +28,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from rows import row  # noqa: E402
+from rows import row
 
 
 def vit_flops(cfg, tokens: int | None = None, text: bool = False) -> float:

@@ -109,8 +109,7 @@ def main() -> None:
     print("\n" + table)
     if args.rows:
         with open(args.rows, "a", encoding="utf-8") as f:
-            for r in rows:
-                f.write(json.dumps(r) + "\n")
+            f.writelines(json.dumps(r) + "\n" for r in rows)
     if args.write:
         write_readme(args.write, table)
         print(f"wrote the table into {args.write}")

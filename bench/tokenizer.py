@@ -27,6 +27,9 @@ HERE = Path(__file__).resolve()
 sys.path.insert(0, str(HERE.parents[1] / "tests"))
 from caption_corpus import corpus
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from rows import row
+
 
 def child(side: str, n: int, tricky: float) -> None:
     """One cold run: import, construct, first call; prints JSON timings and an ids hash."""
@@ -107,6 +110,11 @@ def main() -> None:
     print(f"ratio (cold CPU time, clipworks/open_clip): {med('open_clip', 'cold_cpu') / med('clipworks', 'cold_cpu'):.2f}x")
     print(f"ratio (cold: construct + first call in a fresh process, wall, clipworks/open_clip): "
           f"{med('open_clip', 'cold') / med('clipworks', 'cold'):.2f}x")
+    row(f"CLIP BPE tokenizer, {args.n // 1000}k captions, cold (fresh process: construct + first call)", "captions/s",
+        args.n / med("clipworks", "cold"), args.n / med("open_clip", "cold"), peer_name="open_clip SimpleTokenizer",
+        note="ids identical")
+    row(f"CLIP BPE tokenizer, {args.n // 1000}k captions, warm", "captions/s", our_warm, ref_warm,
+        peer_name="open_clip SimpleTokenizer")
 
 
 if __name__ == "__main__":

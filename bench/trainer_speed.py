@@ -42,7 +42,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from rows import row  # noqa: E402
+from rows import row as table_row
 
 ROOT = Path(__file__).resolve().parents[1]
 MODEL_NAME = "fmnist-vit"
@@ -316,10 +316,10 @@ def main() -> None:
         return
     if "clipworks fashion-mnist (native)" in med:
         print(f"ratio native-source clipworks / open_clip csv: {med['clipworks fashion-mnist (native)'] / med['open_clip csv']:.2f}x")
-    row(f"Train samples/s, fmnist-vit (28 px ViT, batch {args.batch}, fp32, same CSV)", "samples/s",
+    table_row(f"Train samples/s, fmnist-vit (28 px ViT, batch {args.batch}, fp32, same CSV)", "samples/s",
         med["clipworks csv"], med["open_clip csv"])
     if "clipworks fashion-mnist (native)" in med:
-        row(f"Train samples/s, fmnist-vit (28 px ViT, batch {args.batch}, fp32), clipworks' in-memory source",
+        table_row(f"Train samples/s, fmnist-vit (28 px ViT, batch {args.batch}, fp32), clipworks' in-memory source",
             "samples/s", med["clipworks fashion-mnist (native)"], med["open_clip csv"], note="peer reads the CSV")
     print(f"ratio samples/s clipworks/open_clip (same CSV export): {med['clipworks csv'] / med['open_clip csv']:.2f}x")
 

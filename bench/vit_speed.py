@@ -11,11 +11,15 @@ from __future__ import annotations
 
 import argparse
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
 
 import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from rows import row
 
 
 def matmul_peak(n: int = 2048, repeats: int = 5) -> float:
@@ -88,6 +92,11 @@ def main() -> None:
               f"{args.rounds}); batch-1 latency {lat[k]:.1f} ms (median of {args.latency_runs})")
     print(f"latency ratio (batch 1, clipworks/open_clip, lower is better): {lat['clipworks'] / lat['open_clip']:.2f}x")
     print(f"ratio (batch {args.batch} images/s, clipworks/open_clip): {rates['clipworks'] / rates['open_clip']:.2f}x")
+    name = args.model.replace("ViT-B-32", "ViT-B/32")
+    row(f"{name} image tower, batch {args.batch}, PyTorch fp32, {args.threads} threads", "images/s", rates["clipworks"],
+        rates["open_clip"], ceiling=rates["clipworks"] / ceiling)
+    row(f"{name} image tower, batch-1 latency, PyTorch fp32, {args.threads} threads", "ms", lat["clipworks"],
+        lat["open_clip"], higher_is_better=False)
 
 
 if __name__ == "__main__":
