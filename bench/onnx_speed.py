@@ -109,6 +109,7 @@ def main() -> None:
     from clipworks.export.onnx import session_for
     from clipworks.factory import tokenizer_for
     from clipworks.image.transforms import image_transform
+    from clipworks.runtime import OnnxEncoder
     from clipworks.runtime.package import Package
 
     torch.manual_seed(0)
@@ -168,15 +169,11 @@ def main() -> None:
     batches = [captions[i : i + args.text_batch] for i in range(0, len(captions), args.text_batch)]
 
     def onnx_text(precision: str) -> Callable[[], object]:
-        session = sessions[precision]["text"]
-
-        def run() -> None:
-            for b in batches:
-                ids = encoder.tokenizer(b).numpy()
-                if package.text_trim:  # the runtime's trim: drop the all-padding columns at the end
-                    ids = ids[:, : int(np.flatnonzero(ids.any(0)).max()) + 1]
-                session.run(None, {"input_ids": ids})
-        return run
+        """The user's path: one ``OnnxEncoder.encode_text`` call on all the captions, which tokenizes, sorts them
+        into model calls of ``--text-batch`` similar lengths and trims each call's padding."""
+        onnx_encoder = OnnxEncoder.load(out, precision=precision, threads=args.threads)
+        onnx_encoder.text_batch_size = args.text_batch
+        return lambda: onnx_encoder.encode_text(captions)
 
     text_runs = {"open_clip fp32": lambda: [ref.encode_text(ref_tok(b)) for b in batches],
                  "clipworks torch fp32": lambda: [ours.encode_text(encoder.tokenizer(b)) for b in batches],

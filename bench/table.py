@@ -6,6 +6,8 @@ peer side by side in one process and prints ``ROW`` lines through ``bench/rows.p
     python bench/table.py --write README.md     # replace the table between the README's bench-table markers
     python bench/table.py --rows rows.jsonl     # also keep the raw rows
     python bench/table.py --checkpoint runs/demo   # with the demo model's int8 zero-shot rows
+    python bench/table.py --from-rows rows.jsonl --write README.md   # the table from saved rows (runs nothing);
+                                                # a figure measured more than once keeps its latest row
 
 A script that fails is reported with its exit code and the table is still written from the others; the exit
 code is then 1. Each row names the machine it was taken on.
@@ -31,7 +33,7 @@ RUNS: list[tuple[str, list[str]]] = [
     ("vit_speed.py", ["--model", "ViT-B-16-SigLIP"]),
     ("text_speed.py", ["--model", "ViT-B-32"]),
     ("onnx_speed.py", []),
-    ("onnx_parity.py", ["--configs", "ViT-B-32", "ViT-B-16-SigLIP"]),
+    ("onnx_parity.py", ["--configs", "ViT-B-32", "RN50"]),  # SigLIP: its tiny family (the real one needs the Hub)
     ("preprocess_speed.py", []),
     ("tokenizer.py", []),
     ("trainer_speed.py", []),
@@ -55,21 +57,25 @@ def run(script: str, args: list[str]) -> tuple[int, list[dict]]:
     return p.returncode, rows
 
 
-def fmt(x: float | None) -> str:
+def fmt(x: float | None, unit: str = "") -> str:
     if x is None:
         return "—"
+    if unit == "cosine":
+        return f"{x:.5f}"
+    if unit == "%":
+        return f"{x:.2f}"
     return f"{x:,.0f}" if abs(x) >= 100 else f"{x:.3g}"
 
 
 def markdown(rows: list[dict]) -> str:
     lines = ["| Figure | Unit | clipworks | Peer | Ratio | Machine | Command |", "|---|---|---|---|---|---|---|"]
     for r in rows:
-        peer = f"{fmt(r['peer'])} ({r['peer_name']})" if r.get("peer") else "—"
+        peer = f"{fmt(r['peer'], r['unit'])} ({r['peer_name']})" if r.get("peer") else "—"
         ratio = f"**{r['ratio']:.2f}×**" if r.get("ratio") else "—"
         extra = [f"{r['ceiling']:.0%} of ceiling"] if r.get("ceiling") else []
         extra += [r["note"]] if r.get("note") else []
-        what = r["what"] + (f" ({'; '.join(extra)})" if extra else "")
-        lines.append(f"| {what} | {r['unit']} | {fmt(r['ours'])} | {peer} | {ratio} | {r['machine']} | "
+        what = (r["what"] + (f" ({'; '.join(extra)})" if extra else "")).replace("|", "\\|")  # a cell's own bars
+        lines.append(f"| {what} | {r['unit']} | {fmt(r['ours'], r['unit'])} | {peer} | {ratio} | {r['machine']} | "
                      f"`{r['command']}` |")
     return "\n".join(lines)
 
@@ -93,10 +99,18 @@ def main() -> None:
     ap.add_argument("--write", type=Path, help="a markdown file with bench-table markers to update")
     ap.add_argument("--rows", type=Path, help="append the raw rows (JSON lines) here")
     ap.add_argument("--checkpoint", type=Path, help="a `clipworks demo` output: adds the int8 zero-shot rows")
+    ap.add_argument("--from-rows", type=Path, help="build the table from these saved rows instead of running")
     args = ap.parse_args()
     wanted = [w for w in args.only.split(",") if w]
     rows, failed = [], []
-    for script, extra in RUNS:
+    if args.from_rows:
+        latest = {}
+        for line in args.from_rows.read_text(encoding="utf-8").splitlines():
+            if line.strip():
+                r = json.loads(line)
+                latest[r["what"]] = r  # insertion order is kept; a later row of the same figure replaces it
+        rows = list(latest.values())
+    for script, extra in [] if args.from_rows else RUNS:
         if wanted and not any(w in script for w in wanted):
             continue
         if script == "onnx_parity.py" and args.checkpoint:
@@ -108,7 +122,7 @@ def main() -> None:
     table = markdown(rows)
     print("\n" + table)
     if args.rows:
-        with open(args.rows, "a", encoding="utf-8") as f:
+        with open(args.rows, "a", encoding="utf-8") as f:  # appended: a rerun's rows supersede with --from-rows
             f.writelines(json.dumps(r) + "\n" for r in rows)
     if args.write:
         write_readme(args.write, table)

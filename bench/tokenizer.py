@@ -39,6 +39,8 @@ def child(side: str, n: int, tricky: float) -> None:
         from open_clip.tokenizer import SimpleTokenizer as Tok
     else:
         os.environ["TOKENIZERS_PARALLELISM"] = "true"
+        import torch  # noqa: F401 (both sides return a torch tensor; open_clip's import brings torch, so this does too)
+
         from clipworks.text.clip_bpe import ClipTokenizer as Tok
     c1, t1 = time.process_time(), time.perf_counter()
     tok = Tok()

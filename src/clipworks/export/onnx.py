@@ -303,6 +303,9 @@ def session_for(path: Path, threads: int | None = None) -> Any:
     options = ort.SessionOptions()
     options.intra_op_num_threads = threads or torch.get_num_threads()
     options.log_severity_level = 3
+    # this process also runs torch (the parity check, the benches): onnxruntime's threads must not spin after a run
+    # and take the cores from the torch call that follows
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
