@@ -150,11 +150,11 @@ def decode_ahead(paths: Sequence[Path], transform: Callable, workers: int,
                              "in the workers)")
         pool = ProcessPoolExecutor(max(1, workers), mp_context=multiprocessing.get_context("spawn"))
         submit = functools.partial(pool.submit, _crop_work, transform)
-        finish: Callable[[Any], Any] = lambda r: r if isinstance(r, str) else transform.normalize(r)  # noqa: E731
+        finish: Callable[[Any], Any] = lambda r: r if isinstance(r, str) else transform.normalize(r)
     else:
         pool = ThreadPoolExecutor(max(1, workers))
         submit = functools.partial(pool.submit, _work, transform)
-        finish = lambda r: r  # noqa: E731
+        finish = lambda r: r
     with pool:
         pending: deque[tuple[Path, Future]] = deque()
         for p in paths:
