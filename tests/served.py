@@ -85,3 +85,22 @@ def running(app) -> Iterator[str]:
         thread.join(timeout=15)
         sock.close()
         assert not thread.is_alive(), "the test server did not stop"
+
+
+@contextmanager
+def served_library(base: Path, checkpoint: Path) -> Iterator[tuple[str, object, object]]:
+    """The library indexed with ``checkpoint`` and served on 127.0.0.1: yields ``(base URL, reference index,
+    encoder)``. The server holds one writable handle of the index; the test reads another."""
+    from clipworks.encoder import Encoder
+    from clipworks.search import Index
+    from clipworks.serve import ServeSettings, create_app
+
+    root = make_library(base / "photos")
+    encoder = Encoder.load(str(checkpoint))
+    with Index.create(base / "idx", root, encoder) as built:
+        report = built.add()
+    assert report.added == len(LIBRARY) and not report.failures
+    with Index.open(base / "idx", encoder=encoder, writable=True) as index, \
+            Index.open(base / "idx", encoder=encoder) as reference, \
+            running(create_app(index, encoder, settings=ServeSettings(api_key=API_KEY))) as url:
+        yield url, reference, encoder

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 from playwright.sync_api import expect, sync_playwright
-from served import API_KEY, LIBRARY, make_library, running
+from served import LIBRARY, served_library
 
 CHROMIUM = "/usr/bin/chromium"
 ARTIFACTS = Path(__file__).resolve().parents[1] / "test-artifacts"
@@ -24,23 +24,8 @@ K = 4
 @pytest.fixture(scope="module")
 def served(tmp_path_factory, tiny_checkpoint, one_thread):
     """``(base URL, reference index)``: the server holds one handle of the index, the test reads another."""
-    from clipworks.encoder import Encoder
-    from clipworks.search import Index
-    from clipworks.serve import ServeSettings, create_app
-
-    base = tmp_path_factory.mktemp("served")
-    root = make_library(base / "photos")
-    encoder = Encoder.load(str(tiny_checkpoint))
-    with Index.create(base / "idx", root, encoder) as built:
-        report = built.add()
-    assert report.added == len(LIBRARY) and not report.failures
-    index = Index.open(base / "idx", encoder=encoder, writable=True)
-    reference = Index.open(base / "idx", encoder=encoder)
-    app = create_app(index, encoder, settings=ServeSettings(api_key=API_KEY))
-    with running(app) as url:
+    with served_library(tmp_path_factory.mktemp("served"), tiny_checkpoint) as (url, reference, _):
         yield url, reference
-    reference.close()
-    index.close()
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
-from served import API_KEY, LIBRARY, generated, make_library, running
+from served import API_KEY, LIBRARY, generated, served_library
 
 ATOL = 1e-5  # the server batches requests together; a batch of other sizes may round the last digit differently
 
@@ -21,22 +21,8 @@ ATOL = 1e-5  # the server batches requests together; a batch of other sizes may 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory, tiny_checkpoint, one_thread):
     """``(base URL, reference index, encoder)``."""
-    from clipworks.encoder import Encoder
-    from clipworks.search import Index
-    from clipworks.serve import ServeSettings, create_app
-
-    base = tmp_path_factory.mktemp("served")
-    root = make_library(base / "photos")
-    encoder = Encoder.load(str(tiny_checkpoint))
-    with Index.create(base / "idx", root, encoder) as built:
-        built.add()
-    index = Index.open(base / "idx", encoder=encoder, writable=True)
-    reference = Index.open(base / "idx", encoder=encoder)
-    app = create_app(index, encoder, settings=ServeSettings(api_key=API_KEY))
-    with running(app) as url:
-        yield url, reference, encoder
-    reference.close()
-    index.close()
+    with served_library(tmp_path_factory.mktemp("served"), tiny_checkpoint) as out:
+        yield out
 
 
 @pytest.fixture()
